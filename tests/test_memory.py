@@ -1,0 +1,124 @@
+"""Recompute mode: same numbers as naive, far fewer bytes kept for the backward pass."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tlc_jax import memory
+from tlc_jax.models import create_model
+from tlc_jax.models.densenet import DenseNet
+
+GiB = 2**30
+
+
+def _loss_grads_and_stats(model, variables, x, y):
+    def loss(params):
+        logits, state = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                    x, train=True, mutable=["batch_stats"])
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.take_along_axis(logp, y[:, None], axis=1).mean(), (logits, state)
+
+    (value, (logits, state)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"])
+    return value, logits, grads, state["batch_stats"]
+
+
+TINY = {
+    # A CIFAR DenseNet-BC with two layers per block.
+    "bc": (functools.partial(create_model, "densenet_bc", depth=16, growth_rate=4), 8),
+    # The ImageNet stem (7x7/2 conv, max-pool) with a short four-block body.
+    "imagenet_stem": (functools.partial(DenseNet, block_sizes=(2, 1, 1, 1), growth_rate=4,
+                                        num_init_features=8), 32),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+@pytest.mark.parametrize("policy", ["dots_saveable", "nothing_saveable"])
+def test_recompute_matches_naive(arch, policy):
+    build, size = TINY[arch]
+    naive = build(num_classes=5)
+    recompute = build(num_classes=5, memory="recompute", remat_policy=policy)
+    x = jax.random.normal(jax.random.key(1), (4, size, size, 3))
+    y = jnp.array([0, 1, 2, 4])
+    variables = naive.init(jax.random.key(0), x)
+    # One checkpoint serves both modes: the trees are identical.
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        jax.eval_shape(lambda: recompute.init(jax.random.key(0), x)))
+
+    ref = _loss_grads_and_stats(naive, variables, x, y)
+    got = _loss_grads_and_stats(recompute, variables, x, y)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # And the gradients are not trivially zero.
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(ref[2]))
+
+
+def test_saved_residuals_counts_each_array_once():
+    policy = jax.checkpoint_policies.nothing_saveable
+
+    def f(x):  # Two checkpointed functions of the same y: y is kept, once.
+        y = 2.0 * x
+        return (jax.checkpoint(jnp.sin, policy=policy)(y).sum()
+                + jax.checkpoint(jnp.cos, policy=policy)(y).sum())
+
+    r = memory.saved_residuals(f, jax.ShapeDtypeStruct((3, 5), jnp.float32))
+    assert (r.saved_arrays, r.saved_bytes, r.input_arrays) == (1, 3 * 5 * 4, 0)
+
+    def g(w, x):  # Both arguments are needed for the matmul's gradients.
+        return jnp.tanh(x @ w).sum()
+
+    r = memory.saved_residuals(g, jnp.ones((5, 4)), jnp.ones((3, 5)))
+    assert (r.input_arrays, r.input_bytes) == (2, (5 * 4 + 3 * 5) * 4)
+
+
+def _saved_gib(depth, mem, policy="dots_saveable"):
+    model = create_model("densenet_bc", depth=depth, growth_rate=12, num_classes=10,
+                         memory=mem, remat_policy=policy)
+    return memory.memory_report(model, batch_size=64, image_size=32).residuals.saved_bytes / GiB
+
+
+@pytest.fixture(scope="module")
+def saved_by_depth():
+    """Traced only (nothing runs): DenseNet-BC k=12, batch 64, 32 px, fp32."""
+    depths = (40, 100, 160)
+    return {(d, mode): _saved_gib(d, *mode) for d in depths for mode in
+            [("naive",), ("recompute", "dots_saveable"), ("recompute", "nothing_saveable")]}
+
+
+def _second_over_first_difference(saved, mode):
+    a, b, c = (saved[(d, mode)] for d in (40, 100, 160))
+    return (c - b) / (b - a)
+
+
+def test_naive_grows_quadratically_recompute_linearly(saved_by_depth):
+    # Depths are equally spaced: equal differences mean linear growth.
+    assert _second_over_first_difference(saved_by_depth, ("naive",)) > 1.4
+    for policy in ("dots_saveable", "nothing_saveable"):
+        ratio = _second_over_first_difference(saved_by_depth, ("recompute", policy))
+        assert 0.95 < ratio < 1.05, (policy, ratio)
+
+
+def test_recompute_keeps_under_a_fifth_at_depth_100(saved_by_depth):
+    naive = saved_by_depth[(100, ("naive",))]
+    dots = saved_by_depth[(100, ("recompute", "dots_saveable"))]
+    nothing = saved_by_depth[(100, ("recompute", "nothing_saveable"))]
+    assert dots <= 0.20 * naive
+    assert nothing < dots
+    # The figures recorded in SPEC.md section 4 (GiB).
+    np.testing.assert_allclose([naive, dots, nothing], [4.33, 0.64, 0.39], atol=0.01)
+
+
+def test_compiled_memory_and_peak_on_cpu():
+    model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3)
+    compiled = memory.compiled_memory(model, batch_size=2, image_size=8)
+    assert compiled["argument"] > 0 and compiled["temp"] > 0
+    with memory.disable_xla_remat():
+        assert not jax.config.jax_compiler_enable_remat_pass
+    assert jax.config.jax_compiler_enable_remat_pass
+    if jax.devices()[0].memory_stats() is None:  # CPU: the allocator reports nothing.
+        assert memory.peak_bytes_in_use(model, 2, 8) is None
+    else:
+        assert memory.peak_bytes_in_use(model, 2, 8) > compiled["argument"]

@@ -1,0 +1,155 @@
+"""Model zoo: topology (parameter counts), outputs, dtypes and input checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tlc_jax.models import MODEL_NAMES, create_model
+
+
+def n_params(model, image_size=32, in_channels=3):
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, in_channels), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+
+
+# torchvision's counts with 1000 classes (torchvision.models.<name>(), sum of numel).
+@pytest.mark.parametrize("name, expected", [
+    ("densenet121", 7_978_856),
+    ("densenet169", 14_149_480),
+    ("densenet201", 20_013_928),
+    ("densenet161", 28_681_000),
+    ("resnet18", 11_689_512),
+])
+def test_parameter_counts_equal_torchvision(name, expected):
+    assert n_params(create_model(name, num_classes=1000), image_size=64) == expected
+
+
+def test_densenet_bc_100_parameter_count():
+    # Huang et al. report 0.8M for DenseNet-BC (L=100, k=12) on CIFAR-10.
+    assert n_params(create_model("densenet_bc", depth=100, growth_rate=12,
+                                 num_classes=10)) == 769_162
+
+
+def test_densenet_bc_matches_torchvision_cifar_variant():
+    """An independent reference: torchvision's DenseNet class given the CIFAR stem."""
+    torch = pytest.importorskip("torch")
+    tv = pytest.importorskip("torchvision")
+    net = tv.models.DenseNet(growth_rate=12, block_config=(16, 16, 16),
+                             num_init_features=24, bn_size=4, num_classes=10)
+    net.features.conv0 = torch.nn.Conv2d(3, 24, 3, padding=1, bias=False)
+    for stem_layer in ("norm0", "relu0", "pool0"):
+        delattr(net.features, stem_layer)
+    expected = sum(p.numel() for p in net.parameters())
+    assert n_params(create_model("densenet_bc", depth=100, growth_rate=12,
+                                 num_classes=10)) == expected
+
+
+@pytest.mark.parametrize("num_classes", [1, 7, 102])
+def test_any_number_of_classes(num_classes):
+    model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=num_classes)
+    x = jnp.zeros((2, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert model.apply(variables, x).shape == (2, num_classes)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = create_model("densenet_bc", depth=16, growth_rate=4, num_classes=5)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+    return model, x, model.init(jax.random.key(0), x)
+
+
+def test_features_are_the_classifier_input(tiny):
+    model, x, variables = tiny
+    logits, features = model.apply(variables, x, return_features=True)
+    assert features.shape == (4, variables["params"]["classifier"]["kernel"].shape[0])
+    head = variables["params"]["classifier"]
+    np.testing.assert_allclose(logits, features @ head["kernel"] + head["bias"][None, :],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(logits, model.apply(variables, x))
+
+
+def test_train_mode_updates_batch_stats_and_eval_mode_does_not(tiny):
+    model, x, variables = tiny
+    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                           variables["batch_stats"], updated["batch_stats"])
+    assert all(jax.tree.leaves(changed))
+    # Eval mode uses running statistics: a sample's logits do not depend on the batch.
+    np.testing.assert_allclose(model.apply(variables, x)[:1], model.apply(variables, x[:1]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params():
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    fp32 = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3)
+    bf16 = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3,
+                        dtype=jnp.bfloat16)
+    variables = fp32.init(jax.random.key(0), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        bf16.init(jax.random.key(0), x))
+    assert {leaf.dtype for leaf in jax.tree.leaves(bf16.init(jax.random.key(0), x))} == {
+        jnp.dtype(jnp.float32)}
+    out = bf16.apply(variables, x)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out.astype(jnp.float32), fp32.apply(variables, x),
+                               atol=0.1, rtol=0.05)
+
+
+def test_resnet18_runs_on_small_images():
+    model = create_model("resnet18", num_classes=4)
+    x = jnp.ones((2, 32, 32, 3))
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(x)
+    logits, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(
+        variables, x)
+    assert logits.shape == (2, 4) and features.shape == (2, 512)
+    assert "downsample_conv" in variables["params"]["layer2_0"]
+    assert "downsample_conv" not in variables["params"]["layer1_0"]
+
+
+# ---------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------
+
+def test_unknown_model_name_lists_valid_names():
+    with pytest.raises(ValueError, match="Unknown model 'densenet999'") as e:
+        create_model("densenet999", num_classes=10)
+    for name in MODEL_NAMES:
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("depth", [99, 101, 4, 40.0])
+def test_densenet_bc_depth_must_be_4_mod_6(depth):
+    with pytest.raises(ValueError, match="depth % 6 == 4"):
+        create_model("densenet_bc", depth=depth, num_classes=10)
+
+
+def test_unknown_keyword_names_the_model():
+    with pytest.raises(TypeError, match="create_model\\('resnet18'\\)"):
+        create_model("resnet18", num_classes=10, depth=18)
+
+
+def test_unknown_memory_mode_and_policy():
+    with pytest.raises(ValueError, match="valid modes: naive, recompute"):
+        create_model("densenet121", memory="cheap")
+    with pytest.raises(ValueError, match="dots_saveable"):
+        create_model("densenet121", memory="recompute", remat_policy="save_all")
+
+
+def test_wrong_number_of_channels(tiny):
+    model, _, variables = tiny
+    with pytest.raises(ValueError, match="built for 3 input channel\\(s\\) but the batch has 1"):
+        model.apply(variables, jnp.zeros((2, 8, 8, 1)))
+    with pytest.raises(ValueError, match="channels-last"):
+        model.apply(variables, jnp.zeros((2, 3, 8, 8)))
+    with pytest.raises(ValueError, match="NHWC"):
+        model.apply(variables, jnp.zeros((8, 8, 3)))
+
+
+def test_grey_images_with_in_channels_1():
+    model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3,
+                         in_channels=1)
+    x = jnp.zeros((2, 8, 8, 1))
+    assert model.apply(model.init(jax.random.key(0), x), x).shape == (2, 3)
