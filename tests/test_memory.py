@@ -122,3 +122,16 @@ def test_compiled_memory_and_peak_on_cpu():
         assert memory.peak_bytes_in_use(model, 2, 8) is None
     else:
         assert memory.peak_bytes_in_use(model, 2, 8) > compiled["argument"]
+
+
+def test_memory_command_line_prints_a_row_per_mode():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tlc_jax.memory", "--depth=10", "--growth_rate=4",
+         "--batch_size=2", "--image_size=8", "--policies=nothing_saveable"],
+        capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("naive", "recompute"))]
+    assert [r[:2] for r in rows] == [["naive", "-"], ["recompute", "nothing_saveable"]]
+    assert 0 < int(rows[1][3]) < int(rows[0][3])  # saved_bytes

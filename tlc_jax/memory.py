@@ -159,3 +159,51 @@ def memory_report(model: nn.Module, batch_size: int, image_size: int, *,
     peak = (peak_bytes_in_use(model, batch_size, image_size, in_channels)
             if measure else None)
     return MemoryReport(batch_size, image_size, residuals, compiled, peak)
+
+
+def _main(argv):
+    """Prints the saved-for-backward table for one model across memory modes."""
+    from absl import flags
+
+    from tlc_jax.models import REMAT_POLICIES, create_model
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"Unexpected arguments: {argv[1:]}")
+    kwargs = {"num_classes": f.num_classes}
+    if f.model == "densenet_bc":
+        kwargs.update(depth=f.depth, growth_rate=f.growth_rate)
+    modes = [("naive", "-")] + [("recompute", p) for p in REMAT_POLICIES
+                               if p in f.policies]
+    print(f"{f.model} {kwargs} batch {f.batch_size} image {f.image_size}px "
+          f"on {jax.devices()[0].platform}")
+    print(f"{'memory':<10} {'policy':<18} {'saved_MiB':>10} {'saved_bytes':>14} "
+          f"{'arrays':>7}" + (f" {'compiled_temp_MiB':>17}" if f.compile else ""))
+    for mode, policy in modes:
+        model = create_model(f.model, memory=mode,
+                             remat_policy=policy if policy != "-" else "dots_saveable",
+                             **kwargs)
+        with (disable_xla_remat() if mode == "naive" else contextlib.nullcontext()):
+            r = memory_report(model, f.batch_size, f.image_size, compile=f.compile)
+        saved = r.residuals.saved_bytes
+        line = (f"{mode:<10} {policy:<18} {saved / 2**20:>10.1f} {saved:>14} "
+                f"{r.residuals.saved_arrays:>7}")
+        if r.compiled:
+            line += f" {r.compiled['temp'] / 2**20:>17.1f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("model", "densenet_bc", "Model name (see tlc_jax.models).")
+    flags.DEFINE_integer("depth", 100, "DenseNet-BC depth (4 mod 6).")
+    flags.DEFINE_integer("growth_rate", 12, "DenseNet-BC growth rate k.")
+    flags.DEFINE_integer("num_classes", 10, "Classifier width.")
+    flags.DEFINE_integer("batch_size", 64, "Batch size.")
+    flags.DEFINE_integer("image_size", 32, "Square image side in pixels.")
+    flags.DEFINE_list("policies", ["dots_saveable", "nothing_saveable"],
+                      "Remat policies to report for memory=recompute.")
+    flags.DEFINE_bool("compile", False, "Also compile and report XLA's temp bytes "
+                      "(slow for big models on CPU, and shows no saving there).")
+    app.run(_main)
