@@ -1,0 +1,64 @@
+"""Evaluation metrics from a confusion matrix, and its jitted accumulation.
+
+`classification_report` gives what SPEC.md section 6 lists: overall accuracy, per-class
+accuracy / precision / recall / F1, macro-F1, balanced accuracy, worst-class accuracy
+and many / medium / few-shot accuracy (classes with > 100, 20-100, < 20 training images;
+Kang et al. 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tlc_jax.quotas import precision_recall_f1
+
+MANY_SHOT, FEW_SHOT = 100, 20  # > 100 training images: many; < 20: few.
+
+
+def accumulate_confusion(confusion: jax.Array, labels: jax.Array,
+                         predictions: jax.Array, valid: jax.Array) -> jax.Array:
+    """Adds a batch to a (C, C) confusion matrix; `valid` masks padding examples."""
+    return confusion.at[labels, predictions].add(valid.astype(confusion.dtype))
+
+
+def classification_report(confusion: np.ndarray, train_counts: Sequence[int] | None = None,
+                          class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every metric of the test report, as plain Python numbers and lists."""
+    confusion = np.asarray(confusion, dtype=np.int64)
+    precision, recall, f1 = precision_recall_f1(confusion)
+    support = confusion.sum(axis=1)
+    present = support > 0
+    report: dict[str, Any] = {
+        "num_examples": int(confusion.sum()),
+        "accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
+        "macro_f1": float(f1.mean()),
+        # Balanced accuracy and the worst class ignore classes absent from the set.
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "worst_class_accuracy": float(recall[present].min()) if present.any() else 0.0,
+        "per_class": {
+            "name": list(class_names) if class_names is not None else
+                    [str(i) for i in range(len(confusion))],
+            "support": support.tolist(),
+            "accuracy": recall.tolist(),  # Per-class accuracy is the class's recall.
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+        },
+        "confusion_matrix": confusion.tolist(),
+    }
+    if train_counts is not None:
+        counts = np.asarray(train_counts)
+        groups = {"many_shot": counts > MANY_SHOT,
+                  "medium_shot": (counts >= FEW_SHOT) & (counts <= MANY_SHOT),
+                  "few_shot": counts < FEW_SHOT}
+        for name, members in groups.items():
+            members = members & present
+            # Mean per-class accuracy of the group; None when the group is empty.
+            report[f"{name}_accuracy"] = (float(recall[members].mean())
+                                          if members.any() else None)
+        report["per_class"]["train_count"] = counts.tolist()
+    return report
