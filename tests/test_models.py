@@ -153,3 +153,44 @@ def test_grey_images_with_in_channels_1():
                          in_channels=1)
     x = jnp.zeros((2, 8, 8, 1))
     assert model.apply(model.init(jax.random.key(0), x), x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("frozen_stages", [0, 2, 3])
+def test_frozen_stages_get_no_gradient_and_keep_their_statistics(frozen_stages):
+    from tlc_jax.models import frozen_mask
+
+    model = create_model("densenet_bc", depth=16, growth_rate=4, num_classes=5)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x)
+
+    def loss(params):
+        logits, state = model.apply({"params": params,
+                                     "batch_stats": variables["batch_stats"]}, x,
+                                    train=True, frozen_stages=frozen_stages,
+                                    mutable=["batch_stats"])
+        return jnp.sum(logits**2), state["batch_stats"]
+
+    grads, stats = jax.grad(loss, has_aux=True)(variables["params"])
+    mask = frozen_mask(model, variables["params"], frozen_stages)
+    for frozen, g in zip(jax.tree.leaves(mask), jax.tree.leaves(grads)):
+        assert (float(jnp.abs(g).max()) == 0) == frozen
+    frozen_names = [k for k, v in mask.items() if all(jax.tree.leaves(v))]
+    # conv0, then a dense block and a transition per stage (norm5 closes stage 3).
+    assert len(frozen_names) == {0: 0, 2: 5, 3: 7}[frozen_stages]
+    for name in variables["batch_stats"]:
+        unchanged = all(jax.tree.leaves(jax.tree.map(
+            lambda a, b: bool(jnp.all(a == b)), variables["batch_stats"][name], stats[name])))
+        assert unchanged == (name in frozen_names)
+
+
+def test_frozen_mask_names_stages_of_resnet_and_rejects_too_many():
+    from tlc_jax.models import frozen_mask
+
+    model = create_model("resnet18", num_classes=3)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, 32, 32, 3))))["params"]
+    mask = frozen_mask(model, params, 2)
+    frozen = sorted(k for k, v in mask.items() if all(jax.tree.leaves(v)))
+    assert frozen == ["bn1", "conv1", "layer1_0", "layer1_1", "layer2_0", "layer2_1"]
+    with pytest.raises(ValueError, match="frozen_stages must be in \\[0, 4\\]"):
+        frozen_mask(model, params, 5)

@@ -113,28 +113,47 @@ class DenseNet(nn.Module):
             raise ValueError(f"Unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         super().__post_init__()
 
+    @property
+    def num_stages(self) -> int:
+        return len(self.block_sizes)
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False,
-                 return_features: bool = False):
+                 return_features: bool = False, frozen_stages: int = 0):
+        """Logits (B, num_classes), and the pooled features (B, D) if asked.
+
+        `frozen_stages` = s freezes the first s stages (stage 1 is the stem with dense
+        block 1 and transition 1, stage b is block b and its transition, the last stage
+        ends with norm5): their BatchNorms use running statistics and no gradient flows
+        back into them, so the backward pass spends nothing there.
+        """
         layers.check_input(x, self.in_channels, type(self).__name__)
         x = x.astype(self.dtype)
+        stem_train = train and frozen_stages < 1
         if self.stem == "imagenet":
             x = layers.conv(self.num_init_features, 7, stride=2, padding=3,
                             dtype=self.dtype, name="conv0")(x)
-            x = layers.batch_norm(train=train, dtype=self.dtype, name="norm0")(x)
+            x = layers.batch_norm(train=stem_train, dtype=self.dtype, name="norm0")(x)
             x = layers.max_pool_3x3_s2(nn.relu(x))
         else:
             x = layers.conv(self.num_init_features, 3, padding=1, dtype=self.dtype,
                             name="conv0")(x)
         channels = self.num_init_features
         for b, num_layers in enumerate(self.block_sizes):
-            x = DenseBlock(num_layers, self.growth_rate, self.bn_size, train, self.dtype,
-                           self.memory, self.remat_policy, name=f"denseblock{b + 1}")(x)
+            stage_train = train and frozen_stages <= b
+            x = DenseBlock(num_layers, self.growth_rate, self.bn_size, stage_train,
+                           self.dtype, self.memory, self.remat_policy,
+                           name=f"denseblock{b + 1}")(x)
             channels += num_layers * self.growth_rate
             if b != len(self.block_sizes) - 1:
                 channels = int(channels * self.compression)
-                x = Transition(channels, train, self.dtype, name=f"transition{b + 1}")(x)
-        x = layers.batch_norm(train=train, dtype=self.dtype, name="norm5")(x)
+                x = Transition(channels, stage_train, self.dtype,
+                               name=f"transition{b + 1}")(x)
+            else:
+                x = layers.batch_norm(train=stage_train, dtype=self.dtype,
+                                      name="norm5")(x)
+            if frozen_stages == b + 1:
+                x = jax.lax.stop_gradient(x)
         features = layers.global_avg_pool(nn.relu(x))
         logits = layers.classifier(self.num_classes, dtype=self.dtype,
                                    name="classifier")(features)

@@ -53,20 +53,29 @@ class ResNet(nn.Module):
         check_memory_mode(self.memory, self.remat_policy)
         super().__post_init__()
 
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_sizes)
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False,
-                 return_features: bool = False):
+                 return_features: bool = False, frozen_stages: int = 0):
+        """Logits, and pooled features if asked; `frozen_stages` as for DenseNet
+        (stage 1 is the stem with layer1, stage s is layer s)."""
         layers.check_input(x, self.in_channels, type(self).__name__)
         x = x.astype(self.dtype)
         x = layers.conv(64, 7, stride=2, padding=3, dtype=self.dtype, name="conv1")(x)
-        x = nn.relu(layers.batch_norm(train=train, dtype=self.dtype, name="bn1")(x))
-        x = layers.max_pool_3x3_s2(x)
+        x = layers.batch_norm(train=train and frozen_stages < 1, dtype=self.dtype,
+                              name="bn1")(x)
+        x = layers.max_pool_3x3_s2(nn.relu(x))
         block_cls = maybe_remat(BasicBlock, self.memory, self.remat_policy)
         for s, num_blocks in enumerate(self.stage_sizes):
             for i in range(num_blocks):
                 stride = 2 if s > 0 and i == 0 else 1
-                x = block_cls(64 * 2**s, stride, train, self.dtype,
+                x = block_cls(64 * 2**s, stride, train and frozen_stages <= s, self.dtype,
                               name=f"layer{s + 1}_{i}")(x)
+            if frozen_stages == s + 1:
+                x = jax.lax.stop_gradient(x)
         features = layers.global_avg_pool(x)
         logits = layers.classifier(self.num_classes, dtype=self.dtype, name="fc")(features)
         return (logits, features) if return_features else logits
