@@ -1,0 +1,165 @@
+"""The trainer end to end on the embedded digits data, with a tiny DenseNet-BC."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from tlc_jax import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_config(arg=None):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_lt", ROOT / "configs/digits_lt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny_config(**overrides):
+    """The default config shrunk for 2 CPU cores: 8 px digits, DenseNet-BC-10, k=4."""
+    c = load_config()
+    c.unlock()
+    c.data.image_size = 0  # Native 8 x 8.
+    c.model.depth = 10
+    c.model.growth_rate = 4
+    c.train.epochs = 2
+    c.train.images_per_class = 4
+    c.train.lr_schedule = "constant"
+    c.train.learning_rate = 0.05
+    c.eval.batch_size = 64
+    for key, value in overrides.items():
+        section, field = key.split(".")
+        c[section][field] = value
+    c.lock()
+    return c
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    trainer = train.Trainer(tiny_config(), workdir)
+    report = trainer.run()
+    return trainer, report, workdir
+
+
+def test_run_writes_a_complete_report(finished_run):
+    trainer, report, workdir = finished_run
+    test = report["test"]
+    for key in ("accuracy", "macro_f1", "balanced_accuracy", "worst_class_accuracy",
+                "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):
+        assert key in test
+    assert test["num_examples"] == len(trainer.data.test)
+    assert len(test["per_class"]["f1"]) == 10
+    assert json.loads((workdir / "report.json").read_text())["test"] == test
+    split = json.loads((workdir / train.SPLIT_FILE).read_text())
+    assert not set(split["train"]) & set(split["contrast"])
+    # The long tail: ratio 10 between the largest and smallest training class.
+    counts = report["data"]["train"]
+    assert max(counts) / min(counts) == pytest.approx(10, rel=0.15)
+
+
+def test_active_sampling_updates_quotas_every_epoch_without_recompiling(finished_run):
+    trainer, report, workdir = finished_run
+    quotas = report["history"]["quotas"]
+    assert len(quotas) == 2 and all(sum(q) == 40 and min(q) >= 1 for q in quotas)
+    assert len(report["history"]["contrast_f1"]) == 2
+    # Quotas are a traced input: one compilation for the whole phase.
+    assert trainer.train_step._cache_size() == 1
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all(l["quota_mismatch"] == 0 for l in lines)
+    assert all(sum(l["class_counts"]) == 40 for l in lines)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = tiny_config(**{"train.epochs": 3})
+    reference = train.Trainer(config, tmp_path / "reference").run()
+
+    saves = []
+    original_save = train.Trainer.save
+
+    def save_then_die(self, *args, **kwargs):
+        original_save(self, *args, **kwargs)
+        saves.append(args[1])
+        if len(saves) == 2:
+            self_mngr = args[0]
+            self_mngr.wait_until_finished()
+            raise KeyboardInterrupt("killed after the second checkpoint")
+
+    monkeypatch.setattr(train.Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.Trainer(config, tmp_path / "killed").run()
+    monkeypatch.setattr(train.Trainer, "save", original_save)
+    resumed = train.Trainer(config, tmp_path / "killed").run()
+
+    assert resumed["test"]["confusion_matrix"] == reference["test"]["confusion_matrix"]
+    assert resumed["history"]["quotas"] == reference["history"]["quotas"]
+    np.testing.assert_allclose([e["loss"] for e in resumed["history"]["epochs"]],
+                               [e["loss"] for e in reference["history"]["epochs"]])
+
+
+def test_warmup_trains_only_the_head_and_fine_tuning_keeps_frozen_stages(tmp_path):
+    config = tiny_config(**{"warmup.enabled": True, "warmup.epochs": 1,
+                            "warmup.batch_size": 32, "train.frozen_stages": 2,
+                            "train.epochs": 1, "train.loss": "cot"})
+    trainer = train.Trainer(config, tmp_path)
+    initial = jax.device_get(trainer.init_variables(jax.random.split(
+        jax.random.key(config.seed), 3)[0]))
+    report = trainer.run()
+    final = jax.device_get({"params": trainer.state.params,
+                            "batch_stats": trainer.state.batch_stats})
+    for collection in ("params", "batch_stats"):
+        for name, tree in initial[collection].items():
+            same = all(np.array_equal(a, b) for a, b in zip(
+                jax.tree.leaves(tree), jax.tree.leaves(final[collection][name])))
+            frozen = name in ("conv0", "denseblock1", "transition1", "denseblock2",
+                              "transition2")
+            assert same == frozen, (collection, name)
+    assert [e["phase"] for e in report["history"]["epochs"]] == ["warmup", "finetune"]
+    assert np.isfinite(report["history"]["epochs"][-1]["loss"])
+
+
+def test_locked_config_rejects_typos_and_bad_values(tmp_path):
+    config = tiny_config()
+    with pytest.raises(AttributeError):
+        config.train.epoch = 3
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        train.Trainer(tiny_config(**{"train.lr_schedule": "cosin"}), tmp_path / "b").run()
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path):
+    config = tiny_config(**{"train.learning_rate": 1e12, "train.epochs": 3})
+    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
+        train.Trainer(config, tmp_path).run()
+
+
+def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
+    """`python -m tlc_jax.main` as a user runs it, sharded over 8 CPU devices."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "tlc_jax.main", "--config=configs/digits_lt.py:epochs=1",
+           "--config.data.image_size=0", "--config.model.depth=10",
+           "--config.model.growth_rate=4", "--config.eval.batch_size=60",
+           f"--workdir={tmp_path}"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Test: accuracy" in out.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["eval"]["batch_size"] == 60
+    assert report["test"]["num_examples"] > 0
+    typo = subprocess.run(cmd[:-1] + ["--config.train.epoch=2", f"--workdir={tmp_path}/x"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert typo.returncode != 0 and "epoch" in typo.stderr
+    uneven = subprocess.run(cmd[:-1] + ["--config.train.images_per_class=3",
+                                        f"--workdir={tmp_path}/y"],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert uneven.returncode != 0
+    assert "batch size 30 must divide evenly over 8 devices" in uneven.stderr
