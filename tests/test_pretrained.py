@@ -471,7 +471,9 @@ def _publish(folder: Path, stem: str, payload: bytes, digest_len: int = 8) -> st
 
 
 def _no_partials(folder: Path):
-    return not folder.exists() or not any(".partial" in p.name for p in folder.iterdir())
+    """No temporary or partial download left behind (fileio's names start with '.')."""
+    return not folder.exists() or not any(p.name.startswith(".") or ".partial" in p.name
+                                          for p in folder.iterdir())
 
 
 def test_download_is_cached_and_reused_offline(served, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tlc_jax.quotas import precision_recall_f1

@@ -18,20 +18,15 @@ outputs, and the running mean agree (torch momentum 0.1 is Flax momentum 0.9).
 
 `.pth` files need PyTorch (`pip install 'tlc-jax[torch]'`); `.safetensors` files do not.
 Downloads are checked against the SHA-256 prefix in the file name (as torch.hub does),
-written to a temporary file and renamed into place, so the cache never holds a partial
-file. The cache is `cache_dir`, else `$TLC_JAX_CACHE`, else ~/.cache/tlc_jax/weights.
+written to a temporary file and renamed into place (tlc_jax.fileio), so the cache never
+holds a partial file. The cache is `cache_dir`, else `$TLC_JAX_CACHE`, else ~/.cache/tlc_jax/weights.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import re
 import sys
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from tlc_jax import fileio
 from tlc_jax.models.densenet import IMAGENET_DENSENETS, DenseNet
 from tlc_jax.models.resnet import ResNet
 
@@ -62,7 +58,6 @@ _OLD_DENSENET_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
     r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 _MAX_LISTED = 10
-_CHUNK = 1 << 20
 
 
 class WeightsMismatchError(ValueError):
@@ -298,33 +293,12 @@ def fetch_weights(name: str, *, cache_dir: str | os.PathLike | None = None,
             f"pass that path to load_pretrained.")
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise unavailable(f"cannot create the cache folder: {e}") from e
-    partial = folder / f"{file_name}.{uuid.uuid4().hex}.partial"
-    sha = hashlib.sha256()
-    try:
         print(f"Downloading {url} to {target}", file=sys.stderr)
-        request = urllib.request.Request(url, headers={"User-Agent": "tlc-jax"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response, \
-                    open(partial, "xb") as f:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    sha.update(chunk)
-        except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeout.
-            detail = e.reason if type(e) is urllib.error.URLError else e
-            raise unavailable(f"{type(e).__name__}: {detail}") from e
-        digest = sha.hexdigest()
-        if not digest.startswith(expected):
-            raise WeightsDownloadError(
-                f"Checksum mismatch for {file_name} downloaded from {url}: expected "
-                f"SHA-256 starting with {expected}, got {digest}. The download was "
-                f"discarded; retry, or check the URL.")
-        os.replace(partial, target)  # Atomic: the final name only ever holds whole files.
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
+        return fileio.download(url, target, expected, algorithm="sha256", timeout=timeout)
+    except fileio.ChecksumError as e:
+        raise WeightsDownloadError(f"{e}") from e
+    except (fileio.DownloadError, OSError) as e:
+        raise unavailable(f"{type(e).__name__}: {e}") from e
 
 
 # ------------------------------------------------------------------------- loading

@@ -35,6 +35,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tlc_jax import augment, losses, metrics, quotas as quota_maths
+from tlc_jax.fileio import write_json_atomic
 from tlc_jax.data import ImageDataset, load_dataset, make_longtailed, split_indices
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.models import create_model, frozen_mask
@@ -116,12 +117,6 @@ def _save_or_check_split(path: Path, chosen: dict[str, Any]) -> None:
                              f"data give; use a fresh workdir or restore the old data.")
         return
     write_json_atomic(path, chosen)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
 
 
 def normalize(images: jax.Array) -> jax.Array:

@@ -14,7 +14,7 @@ from tlc_jax.data.cifar import load_cifar10, load_cifar100
 from tlc_jax.data.dataset import ImageDataset, open_saved_dataset, save_dataset
 from tlc_jax.data.decode import CorruptImageError
 from tlc_jax.data.digits import load_digits
-from tlc_jax.data.download import ChecksumError, DownloadError
+from tlc_jax.fileio import ChecksumError, DownloadError
 from tlc_jax.data.ham10000 import load_ham10000
 from tlc_jax.data.idx import load_fashion_mnist, load_kmnist, load_mnist
 from tlc_jax.data.image_folder import load_image_folder

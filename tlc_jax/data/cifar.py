@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tlc_jax.data import download as download_lib
+from tlc_jax import fileio
 from tlc_jax.data._files import missing_file_error
 from tlc_jax.data.dataset import ImageDataset
 
@@ -128,7 +128,7 @@ def _read_files(
                 f"Pass download=True to fetch it from {url}, or download it by hand and put "
                 "it in that folder",
             )
-        download_lib.download(url, archive, md5)
+        fileio.download(url, archive, md5, algorithm="md5")
     return _read_from_tar(archive, layout, names), str(archive)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tlc_jax.data._files import atomic_directory
+from tlc_jax.fileio import atomic_directory
 
 _FORMAT = "tlc_jax.ImageDataset"
 _VERSION = 1

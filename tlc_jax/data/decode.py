@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from tlc_jax.data._files import atomic_directory
+from tlc_jax.fileio import atomic_directory
 from tlc_jax.data.dataset import (
     ImageDataset,
     open_saved_dataset,

@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tlc_jax.data._files import atomic_file
+from tlc_jax.fileio import atomic_file
 
 SPLIT_NAMES = ("train", "contrast", "test")
 SPLIT_FILE = "split.json"
