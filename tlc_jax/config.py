@@ -32,11 +32,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"  # A name known to tlc_jax.data.load_dataset.
     c.data.root = ""  # Folder with the dataset's files ("" for digits / synthetic).
     c.data.download = False  # Fetch missing archives from the official URL (CIFAR).
-    c.data.image_size = 32  # Side (px) images are resized to; 0 keeps the native size.
+    c.data.image_size = 32  # Side (px) folder / digits images are resized to (0: native).
+    c.data.exclude_classes = ()  # Image-folder class names to leave out.
+    c.data.skip_corrupt = False  # Skip (and log) undecodable images instead of failing.
+    c.data.cache_dir = ""  # Cache decoded image folders here as arrays ("" = no cache).
     c.data.channels = 3  # Channels fed to the model (grey images are repeated to 3).
     c.data.imbalance_ratio = 1.0  # n_max / n_min of the long-tailed training set; 1 = as is.
     c.data.longtail_profile = "exp"  # "exp" (Cao et al. 2019) or "step".
-    c.data.n_max = 0  # Images of the head class; 0 = the largest class's count.
+    c.data.n_max = 0  # Images of the head class; 0 = the smallest class's count.
     c.data.test_fraction = 0.0  # Share held out for testing when there is no test set.
     c.data.contrast_fraction = 0.1  # Share of each class's training images -> contrast set.
     c.data.min_contrast_per_class = 1  # Floor per class, never emptying a training class.

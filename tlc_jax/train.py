@@ -57,12 +57,16 @@ class Splits:
 
 
 def _load(cfg: ml_collections.ConfigDict, **kwargs) -> ImageDataset:
+    """The loader's options that the config sets, by dataset kind."""
     opts: dict[str, Any] = {}
-    if cfg.name in ("digits",):
+    if cfg.name == "digits":
         opts.update(image_size=cfg.image_size or None, channels=cfg.channels)
     elif cfg.name in ("image_folder", "caltech101", "ham10000"):
-        opts.update(image_size=cfg.image_size or 224)
-    if cfg.name in ("cifar10", "cifar100"):
+        opts.update(image_size=cfg.image_size or 224, skip_corrupt=cfg.skip_corrupt,
+                    cache_dir=cfg.cache_dir or None)
+        if cfg.name != "ham10000":
+            opts.update(exclude_classes=tuple(cfg.exclude_classes))
+    elif cfg.name in ("cifar10", "cifar100"):
         opts.update(download=cfg.download)
     return load_dataset(cfg.name, cfg.root or None, **opts, **kwargs)
 
