@@ -135,3 +135,17 @@ def test_memory_command_line_prints_a_row_per_mode():
     rows = [line.split() for line in out.splitlines() if line.startswith(("naive", "recompute"))]
     assert [r[:2] for r in rows] == [["naive", "-"], ["recompute", "nothing_saveable"]]
     assert 0 < int(rows[1][3]) < int(rows[0][3])  # saved_bytes
+
+
+def test_gpu_launch_script_prints_every_mode():
+    """launch/gpu_memory.sh on the CPU: every row, peak 'n/a' where nothing is reported."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", "launch/gpu_memory.sh", "10", "4", "2"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("naive", "recompute"))]
+    assert [r[1] for r in rows] == ["-", "dots_saveable", "nothing_saveable"]
+    if jax.devices()[0].platform == "cpu":
+        assert all(r[-1] == "n/a" for r in rows)

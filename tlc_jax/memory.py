@@ -162,7 +162,8 @@ def memory_report(model: nn.Module, batch_size: int, image_size: int, *,
 
 
 def _main(argv):
-    """Prints the saved-for-backward table for one model across memory modes."""
+    """Prints one row per memory mode: saved-for-backward bytes, and optionally XLA's
+    compiled temp bytes and the measured device peak."""
     from absl import flags
 
     from tlc_jax.models import REMAT_POLICIES, create_model
@@ -173,24 +174,29 @@ def _main(argv):
     kwargs = {"num_classes": f.num_classes}
     if f.model == "densenet_bc":
         kwargs.update(depth=f.depth, growth_rate=f.growth_rate)
-    modes = [("naive", "-")] + [("recompute", p) for p in REMAT_POLICIES
-                               if p in f.policies]
+    modes = [("naive", "-")] if f.naive else []
+    modes += [("recompute", p) for p in REMAT_POLICIES if p in f.policies]
     print(f"{f.model} {kwargs} batch {f.batch_size} image {f.image_size}px "
           f"on {jax.devices()[0].platform}")
     print(f"{'memory':<10} {'policy':<18} {'saved_MiB':>10} {'saved_bytes':>14} "
-          f"{'arrays':>7}" + (f" {'compiled_temp_MiB':>17}" if f.compile else ""))
+          f"{'arrays':>7}" + (f" {'compiled_temp_MiB':>17}" if f.compile else "")
+          + (f" {'peak_MiB':>9}" if f.measure else ""))
     for mode, policy in modes:
         model = create_model(f.model, memory=mode,
                              remat_policy=policy if policy != "-" else "dots_saveable",
                              **kwargs)
         with (disable_xla_remat() if mode == "naive" else contextlib.nullcontext()):
-            r = memory_report(model, f.batch_size, f.image_size, compile=f.compile)
+            r = memory_report(model, f.batch_size, f.image_size, compile=f.compile,
+                              measure=f.measure)
         saved = r.residuals.saved_bytes
         line = (f"{mode:<10} {policy:<18} {saved / 2**20:>10.1f} {saved:>14} "
                 f"{r.residuals.saved_arrays:>7}")
-        if r.compiled:
-            line += f" {r.compiled['temp'] / 2**20:>17.1f}"
-        print(line)
+        if f.compile:
+            line += f" {r.compiled.get('temp', 0) / 2**20:>17.1f}"
+        if f.measure:
+            peak = r.peak_bytes_in_use
+            line += f" {peak / 2**20:>9.1f}" if peak else f" {'n/a':>9}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
@@ -202,8 +208,12 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_classes", 10, "Classifier width.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_integer("image_size", 32, "Square image side in pixels.")
+    flags.DEFINE_bool("naive", True, "Report memory='naive'.")
     flags.DEFINE_list("policies", ["dots_saveable", "nothing_saveable"],
-                      "Remat policies to report for memory=recompute.")
+                      "Remat policies to report for memory='recompute' (none: '').")
     flags.DEFINE_bool("compile", False, "Also compile and report XLA's temp bytes "
                       "(slow for big models on CPU, and shows no saving there).")
+    flags.DEFINE_bool("measure", False, "Also run one gradient step and report the "
+                      "device's peak bytes in use (GPU; one mode per process for a "
+                      "clean peak, see launch/gpu_memory.sh).")
     app.run(_main)
