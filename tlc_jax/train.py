@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tlc_jax import augment, losses, metrics, quotas as quota_maths
 from tlc_jax.fileio import write_json_atomic
-from tlc_jax.data import ImageDataset, load_dataset, make_longtailed, split_indices
+from tlc_jax.data import ImageDataset, load_dataset, longtail_indices, split_indices
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.models import create_model, frozen_mask
 from tlc_jax.sampling import QuotaSampler
@@ -84,34 +84,41 @@ def _fit_channels(ds: ImageDataset, channels: int) -> ImageDataset:
 def prepare_data(cfg: ml_collections.ConfigDict, seed: int, workdir: Path) -> Splits:
     """Test set (official, or a stratified balanced share), long tail, contrast split.
 
-    The chosen indices are written to `workdir/data_split.json`; a resumed run checks
-    that it recomputed the very same split.
+    The chosen indices (into the loaded training source, and into the source's own test
+    set unless it has none) are written to `workdir/data_split.json`; a resumed run
+    checks that it recomputed the very same split.
     """
-    pool = _load(cfg, **({"split": "train"} if cfg.name in _HAS_TEST_SET else {}))
-    chosen: dict[str, Any] = {"source_size": len(pool)}
-    if cfg.name in _HAS_TEST_SET:
-        test = _load(cfg, split="test")
+    has_test_set = cfg.name in _HAS_TEST_SET
+    source = _load(cfg, **({"split": "train"} if has_test_set else {}))
+    pool = np.arange(len(source))  # Indices into `source` still in play.
+    if has_test_set:
+        test, test_idx = _load(cfg, split="test"), "the source's test set"
     else:
         if cfg.test_fraction <= 0:
             raise ValueError(f"Dataset {cfg.name!r} has no test set of its own: set "
                              f"config.data.test_fraction > 0.")
-        split = split_indices(pool.labels, test_fraction=cfg.test_fraction,
-                              contrast_fraction=0.0, groups=pool.groups, seed=seed)
-        test, pool = pool.subset(split["test"]), pool.subset(split["train"])
-        chosen["test"], chosen["pool"] = split["test"].tolist(), split["train"].tolist()
+        split = split_indices(source.labels, test_fraction=cfg.test_fraction,
+                              contrast_fraction=0.0, groups=source.groups, seed=seed)
+        test_idx, pool = split["test"], split["train"]
+        test = source.subset(test_idx)
     if cfg.imbalance_ratio > 1:
-        pool, _ = make_longtailed(pool, cfg.imbalance_ratio, n_max=cfg.n_max or None,
-                                  profile=cfg.longtail_profile, seed=seed)
-        chosen["longtail_ids"] = "see train/contrast (indices into the long-tailed pool)"
-    split = split_indices(pool.labels, test_fraction=0.0,
+        kept, _ = longtail_indices(source.labels[pool], cfg.imbalance_ratio,
+                                   num_classes=source.num_classes, n_max=cfg.n_max or None,
+                                   profile=cfg.longtail_profile, seed=seed,
+                                   class_names=source.class_names)
+        pool = pool[kept]
+    groups = None if source.groups is None else source.groups[pool]
+    split = split_indices(source.labels[pool], test_fraction=0.0,
                           contrast_fraction=cfg.contrast_fraction,
                           min_contrast_per_class=cfg.min_contrast_per_class,
-                          groups=pool.groups, seed=seed + 1)
-    chosen.update(train=split["train"].tolist(), contrast=split["contrast"].tolist())
-    splits = Splits(*(_fit_channels(ds, cfg.channels) for ds in
-                      (pool.subset(split["train"]), pool.subset(split["contrast"]), test)))
-    _save_or_check_split(workdir / SPLIT_FILE, chosen)
-    return splits
+                          groups=groups, seed=seed + 1, num_classes=source.num_classes)
+    train_idx, contrast_idx = pool[split["train"]], pool[split["contrast"]]
+    _save_or_check_split(workdir / SPLIT_FILE, {
+        "source_size": len(source), "train": train_idx.tolist(),
+        "contrast": contrast_idx.tolist(),
+        "test": test_idx if isinstance(test_idx, str) else test_idx.tolist()})
+    return Splits(*(_fit_channels(ds, cfg.channels) for ds in
+                    (source.subset(train_idx), source.subset(contrast_idx), test)))
 
 
 def _save_or_check_split(path: Path, chosen: dict[str, Any]) -> None:
@@ -218,7 +225,9 @@ def make_train_step(model, tx, cot_tx, cfg: StepConfig) -> Callable:
         counts = jnp.bincount(labels, length=cfg.num_classes)
         out.update(accuracy=jnp.mean(jnp.argmax(logits, -1) == labels),
                    class_counts=counts,
-                   quota_mismatch=jnp.sum(jnp.abs(counts - quotas)))
+                   # 0 under active sampling; instance sampling passes no quotas.
+                   quota_mismatch=jnp.where(quotas.sum() > 0,
+                                            jnp.sum(jnp.abs(counts - quotas)), -1))
         return TrainState(state.step + 1, params, batch_stats, opt_state,
                           cot_opt_state), out
 
@@ -385,7 +394,7 @@ class Trainer:
         state = self.make_state(state_variables, tx, cot_tx)
         iterator = QuotaBatchIterator(sampler, ArrayBatchLoader(
             image=self.data.train.images, label=self.data.train.labels))
-        start_epoch = 0
+        start_epoch, f1_ema = 0, None
         if resume is not None and resume["meta"]["phase"] == phase:
             restored = mngr.restore(resume["step"], args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(state),
@@ -393,6 +402,7 @@ class Trainer:
             state = restored["state"]
             start_epoch = resume["meta"]["epoch"] + 1
             self.history = resume["meta"]["history"]
+            f1_ema = resume["meta"].get("f1_ema")
             logging.info("Resumed %s at epoch %d.", phase, start_epoch)
 
         step_cfg = StepConfig(
@@ -406,16 +416,17 @@ class Trainer:
         train_step = self.compile_train_step(state, tx, cot_tx, step_cfg)
         self.train_step = train_step  # Exposed for tests (compilation counting).
         update_every = c.sampling.update_every_steps or steps_per_epoch
-        f1_ema = None
         epoch_offset = 0 if warmup else (c.warmup.epochs if c.warmup.enabled else 0)
 
+        def device_quotas():  # Zeros under instance sampling: no quotas to meet.
+            return jax.device_put(sampler.quotas if active else
+                                  np.zeros(self.num_classes, np.int64), self.replicated)
+
+        quotas = device_quotas()
         for epoch in range(start_epoch, epochs):
             t0 = time.time()
             for i in range(steps_per_epoch):
                 batch = next(iterator)
-                quotas = jax.device_put(np.asarray(sampler.quotas if active else
-                                                   np.zeros(self.num_classes, int)),
-                                        self.replicated)
                 device_batch = {k: jax.make_array_from_process_local_data(
                     self.data_sharding, batch[k]) for k in ("image", "label")}
                 state, out = train_step(state, device_batch, quotas, rng)
@@ -424,6 +435,7 @@ class Trainer:
                     self._log(phase, epoch, global_step, out)
                 if active and global_step % update_every == 0:
                     f1_ema = self.update_quotas(state, iterator, f1_ema)
+                    quotas = device_quotas()
             loss = float(out["loss"])
             if not np.isfinite(loss):
                 raise FloatingPointError(
@@ -438,7 +450,8 @@ class Trainer:
                          epoch + 1, epochs, loss, float(out["accuracy"]), time.time() - t0)
             if ((epoch + 1) % c.train.checkpoint_every_epochs == 0 or epoch + 1 == epochs):
                 self.save(mngr, epoch_offset + epoch, state, iterator,
-                          {"phase": phase, "epoch": epoch, "history": self.history})
+                          {"phase": phase, "epoch": epoch, "history": self.history,
+                           "f1_ema": None if f1_ema is None else f1_ema.tolist()})
         mngr.wait_until_finished()
         iterator.close()
         return {"params": state.params, "batch_stats": state.batch_stats}, state
