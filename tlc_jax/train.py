@@ -403,7 +403,7 @@ class Trainer:
             start_epoch = resume["meta"]["epoch"] + 1
             self.history = resume["meta"]["history"]
             f1_ema = resume["meta"].get("f1_ema")
-            logging.info("Resumed %s at epoch %d.", phase, start_epoch)
+            logging.info("Resumed %s after epoch %d of %d.", phase, start_epoch, epochs)
 
         step_cfg = StepConfig(
             num_classes=self.num_classes, frozen_stages=frozen_stages, loss=c.train.loss,
