@@ -75,8 +75,60 @@ def test_active_sampling_updates_quotas_every_epoch_without_recompiling(finished
     # Quotas are a traced input: one compilation for the whole phase.
     assert trainer.train_step._cache_size() == 1
     lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert lines and all(l["quota_mismatch"] == 0 for l in lines)
-    assert all(sum(l["class_counts"]) == 40 for l in lines)
+    steps = [l for l in lines if l["prefix"] == "finetune"]
+    assert steps and all(l["quota_mismatch"] == 0 for l in steps)
+    updates = [l for l in lines if l["prefix"] == "quotas"]
+    assert [u["quotas"] for u in updates] == quotas
+    assert all(sum(l["class_counts"]) == 40 for l in steps)
+
+
+def read_scalars(folder):
+    """Tags and values in TensorBoard event files (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 16 + length
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_tensorboard_config_and_best_checkpoint(finished_run):
+    trainer, report, workdir = finished_run
+    scalars = read_scalars(workdir / "tensorboard")
+    assert {"finetune/loss", "finetune/grad_norm", "epoch/contrast_macro_f1",
+            "quotas/contrast_macro_f1"} <= set(scalars)
+    assert [s for s, _ in scalars["epoch/loss"]] == [1, 2]
+    np.testing.assert_allclose([v for _, v in scalars["epoch/loss"]],
+                               [e["loss"] for e in report["history"]["epochs"]], rtol=1e-6)
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["depth"] == 10 and saved["train"]["epochs"] == 2
+    f1s = [e["contrast_macro_f1"] for e in report["history"]["epochs"]]
+    assert report["best_checkpoint"] == int(np.argmax(f1s))
+    assert (workdir / "checkpoints" / str(report["best_checkpoint"])).is_dir()
+
+
+def test_workdir_of_another_config_is_refused_unless_overwritten(finished_run, tmp_path):
+    import shutil
+
+    _, _, workdir = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    other = tiny_config(**{"model.growth_rate": 6})
+    with pytest.raises(ValueError, match="model.growth_rate: 4 -> 6.*--overwrite"):
+        train.Trainer(other, copy)
+    assert (copy / "checkpoints").is_dir()  # Nothing was lost.
+    # Moving the data or changing the logging cadence is a resumable change.
+    train.Trainer(tiny_config(**{"train.log_every_steps": 7}), copy)
+    train.Trainer(other, copy, overwrite=True)
+    assert not (copy / "checkpoints").exists() and not (copy / "report.json").exists()
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -127,6 +179,58 @@ def test_warmup_trains_only_the_head_and_fine_tuning_keeps_frozen_stages(tmp_pat
     assert np.isfinite(report["history"]["epochs"][-1]["loss"])
 
 
+def test_transfer_from_an_earlier_run_with_warmup_and_frozen_stages(finished_run,
+                                                                     tmp_path):
+    """The full transfer path: a saved tlc-jax run as the source task."""
+    source_trainer, _, source_dir = finished_run
+    source = jax.device_get({"params": source_trainer.state.params,
+                             "batch_stats": source_trainer.state.batch_stats})
+    config = tiny_config(**{"model.pretrained": str(source_dir), "warmup.enabled": True,
+                            "warmup.epochs": 1, "warmup.batch_size": 32,
+                            "train.frozen_stages": 2, "train.epochs": 1})
+    trainer = train.Trainer(config, tmp_path)
+    start = jax.device_get(trainer.init_variables(jax.random.key(1)))
+    for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(source)):
+        np.testing.assert_array_equal(a, b)  # Same classes: the head is kept too.
+    trainer.run()
+    final = jax.device_get(trainer.state.params)
+    for name in ("conv0", "denseblock1", "transition1", "denseblock2", "transition2"):
+        for a, b in zip(jax.tree.leaves(final[name]), jax.tree.leaves(source["params"][name])):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(final["classifier"]["kernel"],
+                              source["params"]["classifier"]["kernel"])
+
+
+def test_transfer_replaces_a_head_of_other_classes(finished_run):
+    _, _, source_dir = finished_run
+    model = train.create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3,
+                               in_channels=1)
+    template = jax.device_get(model.init(jax.random.key(5), np.zeros((1, 8, 8, 1))))
+    got = train.transfer_from_run(source_dir, template)
+    np.testing.assert_array_equal(got["params"]["classifier"]["kernel"],
+                                  template["params"]["classifier"]["kernel"])
+    wrong = train.create_model("densenet_bc", depth=16, growth_rate=4, num_classes=3,
+                               in_channels=1)
+    with pytest.raises(ValueError, match="another architecture"):
+        train.transfer_from_run(source_dir, jax.device_get(
+            wrong.init(jax.random.key(5), np.zeros((1, 8, 8, 1)))))
+    with pytest.raises(FileNotFoundError, match="No tlc-jax checkpoint"):
+        train.transfer_from_run(source_dir / "tensorboard", template)
+
+
+def test_offline_augmentation_trains_on_materialised_copies(tmp_path):
+    config = tiny_config(**{"augment.offline_copies": 2, "train.epochs": 1,
+                            "sampling.active": False})
+    trainer = train.Trainer(config, tmp_path)
+    n = trainer.train_counts.sum()
+    assert len(trainer.data.train) == 3 * n
+    np.testing.assert_array_equal(trainer.data.train.labels[n:2 * n],
+                                  trainer.data.train.labels[:n])
+    report = trainer.run()
+    assert report["data"]["train"] == (3 * trainer.train_counts).tolist()
+    assert report["test"]["per_class"]["train_count"] == trainer.train_counts.tolist()
+
+
 def test_locked_config_rejects_typos_and_bad_values(tmp_path):
     config = tiny_config()
     with pytest.raises(AttributeError):
@@ -145,20 +249,25 @@ def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
     """`python -m tlc_jax.main` as a user runs it, sharded over 8 CPU devices."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "tlc_jax.main", "--config=configs/digits_lt.py:epochs=1",
+    cmd = [sys.executable, "-m", "tlc_jax.main", "--config=configs/digits_lt.py:epochs=2",
            "--config.data.image_size=0", "--config.model.depth=10",
            "--config.model.growth_rate=4", "--config.eval.batch_size=60",
-           f"--workdir={tmp_path}"]
+           "--config.warmup.enabled=true", "--config.warmup.epochs=1",
+           "--config.warmup.batch_size=64", f"--workdir={tmp_path}"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Test: accuracy" in out.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["eval"]["batch_size"] == 60
     assert report["test"]["num_examples"] > 0
+    assert [e["phase"] for e in report["history"]["epochs"]] == ["warmup", "finetune",
+                                                                 "finetune"]
+    assert len(report["history"]["quotas"]) == 2  # Two quota updates.
     typo = subprocess.run(cmd[:-1] + ["--config.train.epoch=2", f"--workdir={tmp_path}/x"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert typo.returncode != 0 and "epoch" in typo.stderr
     uneven = subprocess.run(cmd[:-1] + ["--config.train.images_per_class=3",
+                                        "--config.warmup.enabled=false",
                                         f"--workdir={tmp_path}/y"],
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert uneven.returncode != 0

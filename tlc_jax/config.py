@@ -51,7 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.memory = "naive"  # "naive" or "recompute" (E-DenseNet).
     c.model.remat_policy = "dots_saveable"  # jax.checkpoint policy when recomputing.
     c.model.dtype = "float32"  # Computation dtype: float32 or bfloat16.
-    c.model.pretrained = ""  # "imagenet" (torchvision weights), a weight file, or "".
+    c.model.pretrained = ""  # "imagenet", a torchvision weight file, an earlier tlc-jax
+    #   run's work directory (transfer from your own source task), or "" (random init).
     c.model.weights_dir = ""  # Where ImageNet weight files are cached ("" = default).
 
     c.augment = ml_collections.ConfigDict()
@@ -60,6 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment.flip = True  # Random horizontal flips.
     c.augment.color_jitter = 0.0  # Max relative brightness/contrast/saturation change.
     c.augment.cutout = 0  # Side (px) of a random square set to zero; 0 = off.
+    c.augment.offline_copies = 0  # > 0: the paper's offline mode - K augmented copies
+    #   of the training set are made before training, and online augmentation is off.
 
     c.warmup = ml_collections.ConfigDict()
     c.warmup.enabled = True  # Paper: train only the new classifier first (convs frozen).

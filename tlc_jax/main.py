@@ -16,6 +16,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, split, "
                                "metrics and report. Re-running resumes from it.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "If --workdir holds a run of another "
+                               "config, delete it and start afresh (else refuse).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,7 +31,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
-    report = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    report = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, _OVERWRITE.value)
     test = report["test"]
     summary = ", ".join(f"{k} {test[k]:.4f}" for k in (
         "accuracy", "macro_f1", "balanced_accuracy", "worst_class_accuracy",

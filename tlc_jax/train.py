@@ -39,7 +39,9 @@ from tlc_jax.fileio import write_json_atomic
 from tlc_jax.data import ImageDataset, load_dataset, longtail_indices, split_indices
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.models import create_model, frozen_mask
+from tlc_jax.report import write_report_files
 from tlc_jax.sampling import QuotaSampler
+from tlc_jax.writers import MetricWriter, Progress
 
 # ----------------------------------------------------------------------------------
 # Data
@@ -137,6 +139,104 @@ def normalize(images: jax.Array) -> jax.Array:
         std = jnp.array([0.229, 0.224, 0.225])[None, None, None, :]
         return (images - mean) / std
     return (images - 0.5) / 0.25
+
+
+def augment_options(cfg: ml_collections.ConfigDict) -> augment.AugmentOptions:
+    return augment.AugmentOptions(cfg.crop_padding, cfg.flip, cfg.color_jitter, cfg.cutout)
+
+
+def offline_augmented(train: ImageDataset, copies: int, seed: int,
+                      options: augment.AugmentOptions) -> ImageDataset:
+    """The paper's offline mode: the training set plus `copies` augmented copies."""
+    extra = augment.materialize(train.images, copies, seed, options)
+    return ImageDataset(
+        images=np.concatenate([train.images, extra.reshape(-1, *train.images.shape[1:])]),
+        labels=np.tile(train.labels, copies + 1), class_names=train.class_names,
+        groups=None if train.groups is None else np.tile(train.groups, copies + 1))
+
+
+# ----------------------------------------------------------------------------------
+# The work directory
+# ----------------------------------------------------------------------------------
+
+CONFIG_FILE = "config.json"
+BEST_METRIC = "contrast_macro_f1"
+# Fields that may change between a run and its resumption: where things are, cadence.
+RESUMABLE_FIELDS = {"data.root", "data.download", "data.cache_dir", "model.weights_dir",
+                    "train.log_every_steps", "train.checkpoint_every_epochs",
+                    "eval.batch_size"}
+_RUN_OUTPUTS = ("checkpoints", "tensorboard", "plots", SPLIT_FILE, "metrics.jsonl",
+                "report.json", "summary.md", CONFIG_FILE)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def claim_workdir(workdir: Path, config: ml_collections.ConfigDict,
+                  overwrite: bool) -> None:
+    """Records the resolved config; refuses a workdir that holds another config's run."""
+    path = workdir / CONFIG_FILE
+    current = json.loads(config.to_json())
+    if path.exists():
+        old, new = _flat(json.loads(path.read_text())), _flat(current)
+        changed = sorted(k for k in old.keys() | new.keys()
+                         if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
+        if changed and not overwrite:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+            raise ValueError(
+                f"{workdir} holds a run with another config ({details}). Use a new "
+                f"--workdir, or pass --overwrite to delete that run and start afresh.")
+        if changed:
+            import shutil
+
+            for name in _RUN_OUTPUTS:
+                target = workdir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    write_json_atomic(path, current)
+
+
+def transfer_from_run(run: Path, template: dict) -> dict:
+    """Backbone (and, when the classes match, head) from an earlier tlc-jax run.
+
+    `run` is a work directory or its checkpoints/ folder; its latest checkpoint is
+    used. Layers whose shapes differ from `template` (the head, for other classes) keep
+    the template's fresh initialisation; any other mismatch is an error.
+    """
+    folder = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    with ocp.CheckpointManager(folder.absolute(), options=ocp.CheckpointManagerOptions(
+            read_only=True)) as mngr:
+        step = mngr.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"No tlc-jax checkpoint in {folder}; point "
+                                    f"config.model.pretrained at a run's work directory.")
+        saved = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+    out = {}
+    for collection in ("params", "batch_stats"):
+        out[collection] = dict(template[collection])
+        for name, fresh in template[collection].items():
+            old = saved[collection].get(name)
+            if old is None:
+                raise ValueError(f"{folder}: the checkpoint has no {collection}/{name}; "
+                                 f"it is a run of another architecture.")
+            same = jax.tree.structure(old) == jax.tree.structure(fresh) and all(
+                np.shape(a) == np.shape(b)
+                for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(fresh)))
+            if same:
+                out[collection][name] = jax.tree.map(np.asarray, old)
+            elif name not in ("classifier", "fc"):
+                raise ValueError(f"{folder}: {collection}/{name} differs in shape from "
+                                 f"this model's; it is a run of another architecture.")
+            else:
+                logging.info("Head %s re-initialised: the classes differ.", name)
+    return out
 
 
 # ----------------------------------------------------------------------------------
@@ -252,10 +352,13 @@ def make_eval_step(model) -> Callable:
 class Trainer:
     """Holds what the phases share: mesh, data, model, compiled steps, checkpoints."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                 overwrite: bool = False):
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        claim_workdir(self.workdir, config, overwrite)
+        self.writer = MetricWriter(self.workdir)
 
         # --- mesh ---
         self.mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -266,10 +369,14 @@ class Trainer:
         # --- data ---
         self.data = prepare_data(config.data, config.seed, self.workdir)
         self.num_classes = self.data.train.num_classes
-        self.train_counts = self.data.train.class_counts()
+        self.train_counts = self.data.train.class_counts()  # Before offline copies.
         logging.info("train %d images %s, contrast %d, test %d", len(self.data.train),
                      self.train_counts.tolist(), len(self.data.contrast),
                      len(self.data.test))
+        if config.augment.offline_copies > 0:
+            self.data = dataclasses.replace(self.data, train=offline_augmented(
+                self.data.train, config.augment.offline_copies, config.seed,
+                augment_options(config.augment)))
 
         # --- model ---
         m = config.model
@@ -281,17 +388,21 @@ class Trainer:
         self.image_shape = self.data.train.images.shape[1:]
         self.eval_step = jax.jit(make_eval_step(self.model), donate_argnums=(4,))
         self.history: dict[str, list] = {"quotas": [], "contrast_f1": [], "epochs": []}
+        self._contrast_cache: tuple = (None, None)
 
     # --- state ---------------------------------------------------------------------
 
     def init_variables(self, rng: jax.Array) -> dict:
-        """Random init (or ImageNet weights), built directly replicated on the mesh."""
+        """Random init, ImageNet weights or an earlier run's, replicated on the mesh."""
         m = self.config.model
         dummy = jnp.zeros((1, *self.image_shape), jnp.float32)
         init = lambda key: self.model.init(key, dummy, train=False)
         shardings = jax.tree.map(lambda _: self.replicated, jax.eval_shape(init, rng))
         variables = jax.jit(init, out_shardings=shardings)(rng)
-        if m.pretrained:
+        if m.pretrained and Path(m.pretrained).is_dir():  # An earlier tlc-jax run.
+            loaded = transfer_from_run(Path(m.pretrained), jax.device_get(variables))
+            variables = jax.device_put(loaded, shardings)
+        elif m.pretrained:  # torchvision weights: "imagenet" or a file.
             from tlc_jax.pretrained import load_pretrained
 
             weights = None if m.pretrained == "imagenet" else m.pretrained
@@ -356,15 +467,22 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------
 
     def checkpoint_manager(self) -> ocp.CheckpointManager:
+        """Asynchronous, atomic; keeps the last two and the best by contrast macro-F1."""
+        policies = ocp.checkpoint_managers
+        keep = policies.AnyPreservationPolicy([
+            policies.LatestN(n=2),
+            policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1)])
         return ocp.CheckpointManager(
             (self.workdir / "checkpoints").absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+            options=ocp.CheckpointManagerOptions(create=True, preservation_policy=keep))
 
-    def save(self, mngr, epoch_index: int, state, iterator, meta: dict) -> None:
-        mngr.save(epoch_index, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            sampler=grain.checkpoint.CheckpointSave(iterator),
-            meta=ocp.args.JsonSave(meta)))
+    def save(self, mngr, epoch_index: int, state, iterator, meta: dict,
+             contrast_macro_f1: float) -> None:
+        mngr.save(epoch_index, metrics={BEST_METRIC: contrast_macro_f1},
+                  args=ocp.args.Composite(
+                      state=ocp.args.StandardSave(state),
+                      sampler=grain.checkpoint.CheckpointSave(iterator),
+                      meta=ocp.args.JsonSave(meta)))
 
     # --- one phase -----------------------------------------------------------------
 
@@ -405,12 +523,11 @@ class Trainer:
             f1_ema = resume["meta"].get("f1_ema")
             logging.info("Resumed %s after epoch %d of %d.", phase, start_epoch, epochs)
 
+        online = c.augment.enabled and c.augment.offline_copies == 0
         step_cfg = StepConfig(
             num_classes=self.num_classes, frozen_stages=frozen_stages, loss=c.train.loss,
             focal_gamma=c.train.focal_gamma,
-            augment=(augment.AugmentOptions(c.augment.crop_padding, c.augment.flip,
-                                            c.augment.color_jitter, c.augment.cutout)
-                     if c.augment.enabled else None))
+            augment=augment_options(c.augment) if online else None)
         if warmup and step_cfg.loss == "cot":  # COT's complement step only in fine-tuning.
             step_cfg = dataclasses.replace(step_cfg, loss="ce")
         train_step = self.compile_train_step(state, tx, cot_tx, step_cfg)
@@ -423,6 +540,8 @@ class Trainer:
                                   np.zeros(self.num_classes, np.int64), self.replicated)
 
         quotas = device_quotas()
+        progress = Progress(phase, epochs * steps_per_epoch, batch_size,
+                            done=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch, epochs):
             t0 = time.time()
             for i in range(steps_per_epoch):
@@ -432,9 +551,12 @@ class Trainer:
                 state, out = train_step(state, device_batch, quotas, rng)
                 global_step = epoch * steps_per_epoch + i + 1
                 if global_step % c.train.log_every_steps == 0:
-                    self._log(phase, epoch, global_step, out)
+                    self.writer.write(global_step, phase, out)
+                    progress.log(global_step, {"loss": out["loss"],
+                                               "acc": out["accuracy"]})
                 if active and global_step % update_every == 0:
-                    f1_ema = self.update_quotas(state, iterator, f1_ema)
+                    f1_ema = self.update_quotas(state, iterator, f1_ema, phase,
+                                                global_step)
                     quotas = device_quotas()
             loss = float(out["loss"])
             if not np.isfinite(loss):
@@ -442,24 +564,40 @@ class Trainer:
                     f"Loss became {loss} in {phase} epoch {epoch + 1}; the last good "
                     f"checkpoint is kept in {self.workdir / 'checkpoints'}. Lower the "
                     f"learning rate (config.train.learning_rate).")
-            self.history["epochs"].append(
-                {"phase": phase, "epoch": epoch + 1, "loss": loss,
-                 "train_accuracy": float(out["accuracy"]),
-                 "seconds": round(time.time() - t0, 3)})
-            logging.info("%s epoch %d/%d: loss %.4f, train acc %.3f, %.1fs", phase,
-                         epoch + 1, epochs, loss, float(out["accuracy"]), time.time() - t0)
+            contrast_f1 = self.contrast_f1(state, phase, (epoch + 1) * steps_per_epoch)
+            record = {"phase": phase, "epoch": epoch + 1, "loss": loss,
+                      "train_accuracy": float(out["accuracy"]),
+                      "contrast_macro_f1": float(contrast_f1.mean()),
+                      "seconds": round(time.time() - t0, 3)}
+            self.history["epochs"].append(record)
+            self.writer.write(epoch_offset + epoch + 1, "epoch",
+                              {k: v for k, v in record.items() if k != "phase"})
+            logging.info("%s epoch %d/%d: loss %.4f, train acc %.3f, contrast macro-F1 "
+                         "%.3f, %.1fs", phase, epoch + 1, epochs, loss,
+                         record["train_accuracy"], record["contrast_macro_f1"],
+                         record["seconds"])
             if ((epoch + 1) % c.train.checkpoint_every_epochs == 0 or epoch + 1 == epochs):
                 self.save(mngr, epoch_offset + epoch, state, iterator,
                           {"phase": phase, "epoch": epoch, "history": self.history,
-                           "f1_ema": None if f1_ema is None else f1_ema.tolist()})
+                           "f1_ema": None if f1_ema is None else f1_ema.tolist()},
+                          record["contrast_macro_f1"])
         mngr.wait_until_finished()
         iterator.close()
         return {"params": state.params, "batch_stats": state.batch_stats}, state
 
-    def update_quotas(self, state, iterator: QuotaBatchIterator, f1_ema):
+    def contrast_f1(self, state, phase: str, step: int) -> np.ndarray:
+        """Per-class F1 on the contrast set, computed once per (phase, step)."""
+        if self._contrast_cache[0] != (phase, step):
+            confusion = self.confusion(state, self.data.contrast)
+            self._contrast_cache = ((phase, step),
+                                    quota_maths.precision_recall_f1(confusion)[2])
+        return self._contrast_cache[1]
+
+    def update_quotas(self, state, iterator: QuotaBatchIterator, f1_ema, phase: str,
+                      step: int):
         """Eq. 4 from the contrast set's per-class F1; applies from the next batch."""
         c = self.config.sampling
-        _, _, f1 = quota_maths.precision_recall_f1(self.confusion(state, self.data.contrast))
+        f1 = self.contrast_f1(state, phase, step)
         f1_ema = quota_maths.smooth_f1(f1_ema, f1, c.f1_momentum)
         new = quota_maths.update_quotas(f1_ema, iterator.sampler.batch_size,
                                         min_quota=c.min_quota)
@@ -467,14 +605,10 @@ class Trainer:
         iterator.set_quotas(new)
         self.history["contrast_f1"].append(np.round(f1, 4).tolist())
         self.history["quotas"].append(new.tolist())
+        self.writer.write(step, "quotas", {"contrast_macro_f1": f1.mean(),
+                                           "contrast_f1": f1, "quotas": new})
         logging.info("contrast F1 %s -> quotas %s", np.round(f1, 2).tolist(), new.tolist())
         return f1_ema
-
-    def _log(self, phase, epoch, step, out):
-        line = {"phase": phase, "epoch": epoch + 1, "step": step,
-                **{k: (np.asarray(v).tolist()) for k, v in out.items()}}
-        with open(self.workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
 
     # --- everything ------------------------------------------------------------------
 
@@ -499,24 +633,36 @@ class Trainer:
             variables, state = self.run_phase(
                 phase, variables, mngr, resume, rng_warm if phase == "warmup" else rng_train)
             resume = None
+        best = mngr.best_step()
         mngr.close()
         self.state = state  # The final train state, for callers that want the weights.
-        return self.report(state)
+        report = self.report(state, best)
+        self.writer.close()
+        return report
 
-    def report(self, state: TrainState) -> dict:
+    def report(self, state: TrainState, best_checkpoint: int | None) -> dict:
+        """Test metrics of the final state, written to report.json."""
         test = metrics.classification_report(self.confusion(state, self.data.test),
                                              self.train_counts, self.data.train.class_names)
         report = {
             "test": test,
+            "best_checkpoint": best_checkpoint,  # By contrast macro-F1; in checkpoints/.
             "data": {name: getattr(self.data, name).class_counts().tolist()
                      for name in ("train", "contrast", "test")},
             "history": self.history,
             "config": self.config.to_dict(),
         }
-        write_json_atomic(self.workdir / "report.json", report)
+        if self.writer.enabled:  # Process 0 writes the files.
+            write_json_atomic(self.workdir / "report.json", report)
+            write_report_files(report, self.workdir)  # summary.md and plots/*.png
         return report
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs (or resumes) the configured training in `workdir`; returns the report."""
-    return Trainer(config, workdir).run()
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict:
+    """Runs (or resumes) the configured training in `workdir`; returns the report.
+
+    A work directory holding a run of an incompatible config is refused unless
+    `overwrite`, which deletes that run's outputs first.
+    """
+    return Trainer(config, workdir, overwrite).run()
