@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +44,14 @@ def tiny_config(**overrides):
     return c
 
 
+WITH_WARMUP = {"warmup.enabled": True, "warmup.epochs": 1, "warmup.batch_size": 32}
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """Warm-up, two fine-tuning epochs (two quota updates), evaluation, report."""
     workdir = tmp_path_factory.mktemp("run")
-    trainer = train.Trainer(tiny_config(), workdir)
+    trainer = train.Trainer(tiny_config(**WITH_WARMUP), workdir)
     report = trainer.run()
     return trainer, report, workdir
 
@@ -105,11 +110,15 @@ def test_tensorboard_config_and_best_checkpoint(finished_run):
     scalars = read_scalars(workdir / "tensorboard")
     assert {"finetune/loss", "finetune/grad_norm", "epoch/contrast_macro_f1",
             "quotas/contrast_macro_f1"} <= set(scalars)
-    assert [s for s, _ in scalars["epoch/loss"]] == [1, 2]
+    assert [s for s, _ in scalars["epoch/loss"]] == [1, 2, 3]  # Warm-up, 2 fine-tuning.
     np.testing.assert_allclose([v for _, v in scalars["epoch/loss"]],
                                [e["loss"] for e in report["history"]["epochs"]], rtol=1e-6)
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["model"]["depth"] == 10 and saved["train"]["epochs"] == 2
+    assert (workdir / "summary.md").read_text().startswith("#")
+    assert {p.name for p in (workdir / "plots").iterdir()} == {
+        "confusion_matrix.png", "per_class_accuracy.png", "quotas.png",
+        "training_curves.png"}
     f1s = [e["contrast_macro_f1"] for e in report["history"]["epochs"]]
     assert report["best_checkpoint"] == int(np.argmax(f1s))
     assert (workdir / "checkpoints" / str(report["best_checkpoint"])).is_dir()
@@ -121,12 +130,12 @@ def test_workdir_of_another_config_is_refused_unless_overwritten(finished_run, t
     _, _, workdir = finished_run
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy)
-    other = tiny_config(**{"model.growth_rate": 6})
+    other = tiny_config(**WITH_WARMUP, **{"model.growth_rate": 6})
     with pytest.raises(ValueError, match="model.growth_rate: 4 -> 6.*--overwrite"):
         train.Trainer(other, copy)
     assert (copy / "checkpoints").is_dir()  # Nothing was lost.
     # Moving the data or changing the logging cadence is a resumable change.
-    train.Trainer(tiny_config(**{"train.log_every_steps": 7}), copy)
+    train.Trainer(tiny_config(**WITH_WARMUP, **{"train.log_every_steps": 7}), copy)
     train.Trainer(other, copy, overwrite=True)
     assert not (copy / "checkpoints").exists() and not (copy / "report.json").exists()
 
@@ -235,8 +244,25 @@ def test_locked_config_rejects_typos_and_bad_values(tmp_path):
     config = tiny_config()
     with pytest.raises(AttributeError):
         config.train.epoch = 3
-    with pytest.raises(ValueError, match="lr_schedule must be"):
-        train.Trainer(tiny_config(**{"train.lr_schedule": "cosin"}), tmp_path / "b").run()
+    bad = {"train.lr_schedule": ("cosin", "'cosin' is not one of: constant, cosine"),
+           "train.loss": ("ldam", "'ldam' is not one of: ce, focal, cot"),
+           "model.name": ("densenet122", "'densenet122' is not one of"),
+           "data.name": ("cifar1000", "'cifar1000' is not one of"),
+           "train.images_per_class": (1, "min_quota=1 leaves active sampling no room"),
+           "data.imbalance_ratio": (0.5, "imbalance_ratio must be >= 1")}
+    for field, (value, message) in bad.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            train.Trainer(tiny_config(**{field: value}), tmp_path / field)
+        assert not (tmp_path / field).exists()  # Refused before touching the disk.
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    config = load_config()
+    config.unlock()
+    config.data.name = "cifar10"
+    config.data.root = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
+        train.Trainer(config, tmp_path / "work")
 
 
 def test_diverging_loss_stops_with_a_clear_error(tmp_path):

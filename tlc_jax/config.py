@@ -92,3 +92,46 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256  # Test / contrast evaluation batch (padded, never recompiles).
     return c
+
+
+LOSSES = ("ce", "focal", "cot")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Fails fast, before any data is read, on values the trainer cannot use."""
+    from tlc_jax.data import DATASET_NAMES
+    from tlc_jax.models import MEMORY_MODES, MODEL_NAMES, REMAT_POLICIES
+
+    def choice(field: str, value: str, valid) -> None:
+        if value not in valid:
+            raise ValueError(f"config.{field}={value!r} is not one of: "
+                             f"{', '.join(valid)}.")
+
+    choice("data.name", c.data.name, DATASET_NAMES)
+    choice("model.name", c.model.name, MODEL_NAMES)
+    choice("model.memory", c.model.memory, MEMORY_MODES)
+    choice("model.remat_policy", c.model.remat_policy, REMAT_POLICIES)
+    choice("model.dtype", c.model.dtype, ("float32", "bfloat16"))
+    choice("train.loss", c.train.loss, LOSSES)
+    choice("train.lr_schedule", c.train.lr_schedule, LR_SCHEDULES)
+    choice("data.longtail_profile", c.data.longtail_profile, ("exp", "step"))
+    positive = {"train.epochs": c.train.epochs, "train.images_per_class":
+                c.train.images_per_class, "warmup.batch_size": c.warmup.batch_size,
+                "eval.batch_size": c.eval.batch_size, "data.channels": c.data.channels,
+                "train.checkpoint_every_epochs": c.train.checkpoint_every_epochs,
+                "train.log_every_steps": c.train.log_every_steps}
+    for field, value in positive.items():
+        if value < 1:
+            raise ValueError(f"config.{field} must be >= 1; got {value}.")
+    if c.data.imbalance_ratio < 1:
+        raise ValueError(f"config.data.imbalance_ratio must be >= 1 (n_max / n_min); "
+                         f"got {c.data.imbalance_ratio}.")
+    if c.train.frozen_stages < 0:
+        raise ValueError(f"config.train.frozen_stages must be >= 0; got "
+                         f"{c.train.frozen_stages}.")
+    if c.sampling.active and c.sampling.min_quota >= c.train.images_per_class:
+        raise ValueError(
+            f"config.sampling.min_quota={c.sampling.min_quota} leaves active sampling no "
+            f"room: each class starts with images_per_class={c.train.images_per_class} "
+            f"images per batch. Raise images_per_class or lower min_quota.")

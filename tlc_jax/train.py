@@ -36,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tlc_jax import augment, losses, metrics, quotas as quota_maths
 from tlc_jax.fileio import write_json_atomic
+from tlc_jax.config import validate as validate_config
 from tlc_jax.data import ImageDataset, load_dataset, longtail_indices, split_indices
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.models import create_model, frozen_mask
@@ -354,6 +355,7 @@ class Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                  overwrite: bool = False):
+        validate_config(config)
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -423,9 +425,6 @@ class Trainer:
         lr = t.learning_rate
         if t.lr_schedule == "cosine":
             lr = optax.cosine_decay_schedule(t.learning_rate, t.epochs * steps_per_epoch)
-        elif t.lr_schedule != "constant":
-            raise ValueError(f"config.train.lr_schedule must be 'constant' or 'cosine'; "
-                             f"got {t.lr_schedule!r}.")
         make = lambda: make_optimizer("sgd", lr, momentum=t.momentum,
                                       weight_decay=t.weight_decay, frozen=frozen)
         return t.frozen_stages, make(), (make() if t.loss == "cot" else None)
