@@ -1,0 +1,1 @@
+"""Short runnable examples of using tlc-jax pieces in other code."""
