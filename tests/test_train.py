@@ -271,6 +271,41 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
         train.Trainer(config, tmp_path).run()
 
 
+def test_nan_in_a_later_epoch_keeps_the_good_checkpoints(tmp_path, monkeypatch):
+    original = train.Trainer.compile_train_step
+
+    def poisoned(self, *args):
+        step = original(self, *args)
+        calls = []
+
+        def run(state, batch, quotas, rng):
+            calls.append(1)
+            state, out = step(state, batch, quotas, rng)
+            if len(calls) > self.steps_per_epoch_for_test * 2:  # From epoch 3 on.
+                out = dict(out, loss=out["loss"] * float("nan"))
+            return state, out
+
+        run._cache_size = step._cache_size
+        return run
+
+    monkeypatch.setattr(train.Trainer, "compile_train_step", poisoned)
+    trainer = train.Trainer(tiny_config(**{"train.epochs": 4}), tmp_path)
+    trainer.steps_per_epoch_for_test = len(trainer.data.train) // 40
+    with pytest.raises(FloatingPointError, match="finetune epoch 3"):
+        trainer.run()
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert saved == [0, 1]  # Epochs 1 and 2; nothing of the poisoned epoch.
+
+
+def test_quotas_can_follow_the_contrast_set_every_k_steps(tmp_path):
+    config = tiny_config(**{"sampling.update_every_steps": 3, "train.epochs": 1})
+    trainer = train.Trainer(config, tmp_path)
+    report = trainer.run()
+    steps = len(trainer.data.train) // 40
+    assert len(report["history"]["quotas"]) == steps // 3
+
+
 def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
     """`python -m tlc_jax.main` as a user runs it, sharded over 8 CPU devices."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

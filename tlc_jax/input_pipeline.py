@@ -40,24 +40,31 @@ class QuotaBatchIterator(grain.DatasetIterator):
     """Yields `load(indices)` for every planned batch; its state is the sampler's.
 
     Batches are planned `chunk_steps` at a time (default: one epoch) and run through a
-    grain pipeline. `set_quotas` takes effect from the next batch (planned batches are
-    dropped), and the state is exact at every batch: restoring it yields the identical
-    next batch.
+    grain pipeline with a bounded read-ahead (`read_options`). `set_quotas` takes effect
+    from the next batch (planned batches are dropped), and the state is exact at every
+    batch: restoring it yields the identical next batch. With `worker_count > 0` the
+    worker processes restart with every chunk (every epoch and every quota change, a
+    few seconds each): worth it only when loading a batch is slow.
     """
 
     def __init__(self, sampler: QuotaSampler, load: Callable[[np.ndarray], Any], *,
-                 chunk_steps: int | None = None, worker_count: int = 0):
+                 chunk_steps: int | None = None, worker_count: int = 0,
+                 read_options: grain.ReadOptions | None = None):
         super().__init__()
         self.sampler = sampler
         self.load = load
         self.chunk_steps = chunk_steps or sampler.steps_per_epoch
         self.worker_count = worker_count
+        # Each element is a whole batch: grain's default read-ahead (hundreds of
+        # elements on 16 threads) would hold hundreds of batches in memory.
+        self.read_options = read_options or grain.ReadOptions(num_threads=2,
+                                                              prefetch_buffer_size=4)
         self._inner = None
         self._pending = 0  # Planned batches not yet handed out.
 
     def _start_chunk(self) -> None:
         ds = grain.MapDataset.source(self.sampler.plan(self.chunk_steps)).map(self.load)
-        ds = ds.to_iter_dataset()
+        ds = ds.to_iter_dataset(self.read_options)
         if self.worker_count > 0:
             if not flags.FLAGS.is_parsed():  # Outside an absl app grain's flags are
                 flags.FLAGS.mark_as_parsed()  # unparsed; its workers read the defaults.

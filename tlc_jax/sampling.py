@@ -105,6 +105,7 @@ class QuotaSampler:
         self._class_indices = [order[bounds[c]:bounds[c + 1]] for c in range(num_classes)]
         self.class_counts = np.diff(bounds)
         self.num_examples = labels.size
+        self._order_cache: dict[int, tuple[int, np.ndarray]] = {}  # c -> (pass, order)
         self._state = SamplerState(0, np.zeros(num_classes, np.int64),
                                    np.zeros(num_classes, np.int64),
                                    np.zeros(num_classes, np.int64))
@@ -164,13 +165,29 @@ class QuotaSampler:
 
     # --- planning -------------------------------------------------------------------
 
+    def _pass_orders(self, c: int, first: int, last: int) -> np.ndarray:
+        """(last - first + 1, n_c) orders of class c's passes first..last.
+
+        The order of a pass depends only on (seed, class, pass). The last pass computed
+        is cached per class, so planning one batch at a time costs O(batch), not a
+        fresh sort of every class.
+        """
+        n = self.class_counts[c]
+        cached = self._order_cache.get(c)
+        if cached is not None and first == last == cached[0]:
+            return cached[1][None]
+        passes = np.arange(first, last + 1)
+        keys = _hash(self.seed, _CLASS_STREAM, c, passes[:, None], np.arange(n)[None, :])
+        orders = np.argsort(keys, axis=1)
+        self._order_cache[c] = (last, orders[-1])
+        return orders
+
     def _class_stream(self, c: int, start: int, count: int) -> np.ndarray:
         """Items [start, start + count) of class c's endless stream of passes."""
         n = self.class_counts[c]
-        passes = np.arange(start // n, (start + count - 1) // n + 1)
-        keys = _hash(self.seed, _CLASS_STREAM, c, passes[:, None], np.arange(n)[None, :])
-        order = np.argsort(keys, axis=1).ravel()
-        offset = start - passes[0] * n
+        first, last = start // n, (start + count - 1) // n
+        order = self._pass_orders(c, first, last).ravel()
+        offset = start - first * n
         return self._class_indices[c][order[offset:offset + count]]
 
     def plan(self, num_steps: int) -> np.ndarray:
