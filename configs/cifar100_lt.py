@@ -3,7 +3,7 @@
     python -m tlc_jax.main --config=configs/cifar100_lt.py:ratio=10,loss=cot \
         --config.data.root=/data/cifar --workdir=/runs/c100lt_r10_cot
 
-Paper protocol (SPEC.md section 1): ImageNet-pretrained DenseNet-121, a new 100-class
+Paper protocol: ImageNet-pretrained DenseNet-121, a new 100-class
 head; warm-up 10 epochs training only the head (Adam, batch 128); then 200 epochs of
 SGD (lr 0.0006, momentum 0.9) with the first two dense blocks frozen and active
 sampling. Training sets: 10,847 images at ratio 100 (tail classes keep 5 images: the

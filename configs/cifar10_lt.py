@@ -3,7 +3,7 @@
     python -m tlc_jax.main --config=configs/cifar10_lt.py:ratio=100,loss=ce \
         --config.data.root=/data/cifar --workdir=/runs/c10lt_r100_ce
 
-Paper protocol (SPEC.md section 1): ImageNet-pretrained DenseNet-121, a new 10-class
+Paper protocol: ImageNet-pretrained DenseNet-121, a new 10-class
 head; warm-up 10 epochs training only the head (Adam, batch 128); then 200 epochs of
 SGD (lr 0.0006, momentum 0.9) with the first two dense blocks frozen and active
 sampling (batch N x C). Training sets: 12,406 images at ratio 100, 20,431 at 10; the

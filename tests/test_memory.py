@@ -107,7 +107,7 @@ def test_recompute_keeps_under_a_fifth_at_depth_100(saved_by_depth):
     nothing = saved_by_depth[(100, ("recompute", "nothing_saveable"))]
     assert dots <= 0.20 * naive
     assert nothing < dots
-    # The figures recorded in SPEC.md section 4 (GiB).
+    # The figures recorded in the project's method specification (GiB).
     np.testing.assert_allclose([naive, dots, nothing], [4.33, 0.64, 0.39], atol=0.01)
 
 

@@ -10,7 +10,7 @@
    (temp / argument / output bytes). On GPU and TPU this shows the saving. On CPU it
    does not: XLA:CPU expands the rematerialisation barriers and common-subexpression
    elimination then merges the recomputed work with the original, so the compiled CPU
-   program stores what the naive one stores (SPEC.md section 4). Read view 1 on CPU.
+   program stores what the naive one stores. Read view 1 on CPU.
    On GPU, compile the naive baseline inside `disable_xla_remat()` to keep it honest:
    XLA's own rematerialisation pass would otherwise trim it behind our back.
 3. **Measured** (`peak_bytes_in_use`): the device allocator's peak after running the

@@ -1,6 +1,6 @@
 """Evaluation metrics from a confusion matrix, and its jitted accumulation.
 
-`classification_report` gives what SPEC.md section 6 lists: overall accuracy, per-class
+`classification_report` gives the long-tail literature's metrics: overall accuracy, per-class
 accuracy / precision / recall / F1, macro-F1, balanced accuracy, worst-class accuracy
 and many / medium / few-shot accuracy (classes with > 100, 20-100, < 20 training images;
 Kang et al. 2020).

@@ -6,7 +6,7 @@ number of images of class k in every batch to
     quota_k = B * (1 - F1_k) / sum_s (1 - F1_s),
 
 where B is the batch size (the paper writes N*, but the text keeps the total per
-iteration fixed). SPEC.md section 2 settles what the paper leaves open: integer quotas
+iteration fixed). We settle what the paper leaves open: integer quotas
 that sum exactly to B (largest-remainder rounding, ties to the lower class index),
 undefined F1 counts as 0, all F1 == 1 gives uniform quotas, and a floor `min_quota`
 keeps every class in training.

@@ -1,4 +1,4 @@
-"""The TLC training algorithm, top to bottom (Liu et al. 2023; SPEC.md sections 1-3).
+"""The TLC training algorithm, top to bottom (Liu et al. 2023, Engineering Applications of AI).
 
     data: load -> balanced test set -> long tail -> train / contrast split
     model: DenseNet (ImageNet weights when configured), new head for the target classes
