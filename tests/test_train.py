@@ -333,3 +333,45 @@ def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert uneven.returncode != 0
     assert "batch size 30 must divide evenly over 8 devices" in uneven.stderr
+
+
+SHARDED_STEP = r'''
+import jax, jax.numpy as jnp, numpy as np, optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tlc_jax import train
+from tlc_jax.models import create_model, frozen_mask
+
+assert jax.device_count() == 8
+model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=10, in_channels=1)
+x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1)).astype(np.uint8)
+y = np.arange(32) % 10
+variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+tx = train.make_optimizer("sgd", 0.1, frozen=frozen_mask(model, variables["params"], 0))
+cfg = train.StepConfig(num_classes=10, frozen_stages=0, loss="ce", focal_gamma=2.0,
+                       augment=None)
+step = train.make_train_step(model, tx, None, cfg)
+
+def fresh():
+    p, b = variables["params"], variables["batch_stats"]
+    return train.TrainState(jnp.zeros((), jnp.int32), p, b, tx.init(p), None)
+
+quotas = jnp.zeros(10, jnp.int32)
+single, _ = jax.jit(step)(fresh(), {"image": x, "label": y}, quotas, jax.random.key(1))
+mesh = Mesh(np.array(jax.devices()), ("data",))
+data = NamedSharding(mesh, P("data"))
+batch = {"image": jax.device_put(x, data), "label": jax.device_put(y, data)}
+sharded, _ = jax.jit(step)(fresh(), batch, quotas, jax.random.key(1))
+for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+print("same")
+'''
+
+
+def test_batchnorm_statistics_are_over_the_global_batch_on_eight_devices():
+    """A step on a batch split over 8 devices equals the step on one device."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SHARDED_STEP], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("same")
