@@ -1,0 +1,127 @@
+"""The memory / speed benchmark runs end to end at --quick sizes (smoke test, no timings
+asserted): output files and their schema, naive >= recompute in saved bytes for both
+frameworks, clear errors for bad input, and JAX rows without torch."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tlc_jax.benchmarks import memory_speed
+
+QUICK = ["--quick", "--depths=10,16", "--batch_size=4"]
+
+
+def _run(args, *, hide_torch=False, timeout=240):
+    code = ("import sys\n"
+            + ("sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+               if hide_torch else "")
+            + "from tlc_jax.benchmarks.memory_speed import main\n"
+            + f"sys.exit(main({list(args)!r}))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _rows(out):
+    with open(Path(out) / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == memory_speed.FIELDS
+        return list(reader)
+
+
+def _saved(rows, framework, depth, mode, policy=None):
+    (row,) = [r for r in rows if r["section"] == "memory" and r["framework"] == framework
+              and r["depth"] == str(depth) and r["mode"] == mode
+              and r["metric"] == "saved_bytes"
+              and (policy is None or r["policy"] == policy)]
+    assert row["status"] == "measured", row
+    return int(row["value"])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = _run(QUICK + [f"--out={out}", "--steps=1"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out, proc.stdout
+
+
+def test_outputs_and_schema(quick_run):
+    out, stdout = quick_run
+    assert (out / "memory_vs_depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "results.md").read_text()
+    for heading in ("### Saved for the backward pass", "### Deepest DenseNet-BC",
+                    "### Quoted, not measured", "### Training step speed"):
+        assert heading in md and heading in stdout
+    rows = _rows(out)
+    sections = {r["section"] for r in rows}
+    assert {"memory", "quoted", "deepest", "speed"} <= sections
+    statuses = {"measured", "estimated", "quoted", "not measured", "skipped"}
+    for r in rows:
+        assert r["status"] in statuses, r
+        if r["status"] in ("measured", "estimated", "quoted") and r["value"] != "":
+            float(r["value"])
+    # No GPU here: its columns say so.
+    peaks = [r for r in rows if r["metric"] == "gpu_peak_bytes"]
+    assert peaks and all(r["status"] == "not measured" for r in peaks)
+    quoted = [r for r in rows if r["section"] == "quoted"]
+    assert any("478" in r["note"] for r in quoted)
+    speed = [r for r in rows if r["section"] == "speed" and r["metric"] == "images_per_s"]
+    assert {(r["framework"], r["mode"]) for r in speed} == {
+        ("jax", "naive"), ("jax", "recompute"), ("pytorch", "naive"),
+        ("pytorch", "efficient")}
+    assert all(float(r["value"]) > 0 for r in speed)
+
+
+def test_naive_keeps_more_than_recompute_in_both_frameworks(quick_run):
+    rows = _rows(quick_run[0])
+    for depth in (10, 16):
+        naive = _saved(rows, "jax", depth, "naive")
+        for policy in ("dots_saveable", "nothing_saveable"):
+            assert naive >= _saved(rows, "jax", depth, "recompute", policy)
+        assert (_saved(rows, "pytorch", depth, "efficient")
+                < _saved(rows, "pytorch", depth, "naive"))
+    # Deeper keeps more, in every mode.
+    assert _saved(rows, "jax", 16, "naive") > _saved(rows, "jax", 10, "naive")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--depths=10,17", "depth % 6 == 4"),
+    ("--depths=4", "depth % 6 == 4"),
+    ("--policies=dots_saveable,no_such_policy", "Unknown remat policy 'no_such_policy'"),
+    ("--imagenet_models=densenet999", "Unknown ImageNet model"),
+])
+def test_bad_input_is_a_clear_error(flag, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        memory_speed.parse_args(["--out=/nonexistent", flag])
+    assert message in str(e.value)
+
+
+def test_without_torch_jax_rows_still_run(tmp_path):
+    proc = _run(QUICK + [f"--out={tmp_path}", "--no-speed", "--no-deepest"],
+                hide_torch=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "PyTorch rows skipped: torch/torchvision not importable" in proc.stdout
+    rows = _rows(tmp_path)
+    torch_rows = [r for r in rows if r["framework"] == "pytorch"]
+    assert torch_rows and all(r["status"] == "skipped" for r in torch_rows)
+    assert _saved(rows, "jax", 16, "naive") > _saved(rows, "jax", 16, "recompute",
+                                                     "dots_saveable")
+
+
+def test_gpu_suite_dry_run(tmp_path):
+    """launch/gpu_suite.sh --dry-run prints the commands it would run, runs nothing."""
+    script = Path(__file__).parents[1] / "launch" / "gpu_suite.sh"
+    proc = subprocess.run(["bash", str(script), "--dry-run", str(tmp_path / "suite")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "tlc_jax.benchmarks.memory_speed" in proc.stdout
+    assert "--out=" in proc.stdout
+
+
+def test_deepest_fit_bisection():
+    fit = memory_speed.quadratic_fit([(40, 1.0), (100, 4.0), (160, 9.0)])
+    d = memory_speed.deepest_by_fit(fit, 12.0)
+    assert d % 6 == 4 and fit(d) <= 12.0 < fit(d + 6)
