@@ -626,18 +626,21 @@ class Trainer:
             "finetune"]
         if resume is not None:  # Skip the phases finished before the interruption.
             phases = phases[phases.index(resume["meta"]["phase"]):]
-        for phase in phases:
-            # A resumed phase restores its state (optimizer included) and goes on from
-            # the epoch after the checkpoint; later phases start from its weights.
-            variables, state = self.run_phase(
-                phase, variables, mngr, resume, rng_warm if phase == "warmup" else rng_train)
-            resume = None
-        best = mngr.best_step()
-        mngr.close()
+        try:
+            for phase in phases:
+                # A resumed phase restores its state (optimizer included) and goes on
+                # from the epoch after the checkpoint; later phases start from its weights.
+                variables, state = self.run_phase(
+                    phase, variables, mngr, resume,
+                    rng_warm if phase == "warmup" else rng_train)
+                resume = None
+            best = mngr.best_step()
+        finally:  # Also on an error: finish the checkpoints already being written.
+            mngr.wait_until_finished()
+            mngr.close()
+            self.writer.close()
         self.state = state  # The final train state, for callers that want the weights.
-        report = self.report(state, best)
-        self.writer.close()
-        return report
+        return self.report(state, best)
 
     def report(self, state: TrainState, best_checkpoint: int | None) -> dict:
         """Test metrics of the final state, written to report.json."""
