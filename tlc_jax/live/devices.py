@@ -1,0 +1,273 @@
+"""One interface for every kind of network device: `await device.fetch(client) -> Frame`.
+
+Kinds (register more with `@register_kind("name")`, nothing else changes):
+- `http_snapshot`: a JPEG / PNG at the device's own URL, optionally with basic or
+  digest authentication;
+- `relay`: a frame served by an agency's server, URL template + API-key header;
+- `mjpeg`: the current frame of a `multipart/x-mixed-replace` stream;
+- `folder`: images in a local folder replayed in order (demos and tests).
+
+Every payload is checked before it is accepted: at most `max_bytes` are read (a larger
+one is rejected without being downloaded whole), and it must decode as an image of at
+most `max_pixels` (Pillow's decompression-bomb guard, made explicit). Rejections raise
+`FrameRejected` with a short machine-readable reason for the run-time's counters.
+Credentials are kept out of `repr` and of every error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import io
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol
+
+import httpx
+
+DEFAULT_MAX_BYTES = 8 << 20  # 8 MiB per frame.
+DEFAULT_MAX_PIXELS = 40_000_000  # About 7,000 x 5,700.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    device: str
+    captured_at: float  # Unix time when the payload arrived.
+    data: bytes  # The encoded image, as the device sent it.
+    sha256: str  # Of `data`: unchanged frames are recognised by it.
+    width: int
+    height: int
+
+    def __repr__(self) -> str:
+        return (f"Frame({self.device!r}, {self.width}x{self.height}, {len(self.data)} B, "
+                f"sha256 {self.sha256[:12]})")
+
+
+class FrameRejected(Exception):
+    """A fetch that produced no usable frame; `reason` is a short counter name."""
+
+    def __init__(self, device: str, reason: str, detail: str = ""):
+        self.device, self.reason, self.detail = device, reason, detail
+        super().__init__(f"{device}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def check_image(device: str, data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of an encoded image, or FrameRejected('undecodable' / 'too_many_pixels')."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels:  # Checked before any pixel is decoded.
+                raise FrameRejected(device, "too_many_pixels", f"{width}x{height}")
+            im.load()
+    except FrameRejected:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise FrameRejected(device, "undecodable", type(e).__name__) from None
+    return width, height
+
+
+def make_frame(device: str, data: bytes, max_pixels: int) -> Frame:
+    width, height = check_image(device, data, max_pixels)
+    return Frame(device, time.time(), data, hashlib.sha256(data).hexdigest(), width, height)
+
+
+class Device(Protocol):
+    name: str
+
+    async def fetch(self, client: httpx.AsyncClient) -> Frame: ...
+
+
+KINDS: dict[str, type] = {}
+
+
+def register_kind(kind: str) -> Callable[[type], type]:
+    """Class decorator: makes a device kind available to `make_device` by name."""
+
+    def register(cls: type) -> type:
+        if kind in KINDS:
+            raise ValueError(f"Device kind {kind!r} is already registered.")
+        KINDS[kind] = cls
+        cls.kind = kind
+        return cls
+
+    return register
+
+
+def make_device(kind: str, name: str, **params: Any) -> Device:
+    if kind not in KINDS:
+        raise ValueError(f"Unknown device kind {kind!r} for device {name!r}; known kinds: "
+                         f"{', '.join(sorted(KINDS))}.")
+    try:
+        return KINDS[kind](name=name, **params)
+    except TypeError as e:
+        raise ValueError(f"Device {name!r} ({kind}): {e}") from None
+
+
+async def _read_limited(device: str, response: httpx.Response, max_bytes: int) -> bytes:
+    """The body, or FrameRejected('oversized') as soon as it exceeds max_bytes."""
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise FrameRejected(device, "oversized", f"{length} bytes announced")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FrameRejected(device, "oversized", f"more than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _get(device: str, client: httpx.AsyncClient, url: str, max_bytes: int,
+               **kwargs: Any) -> bytes:
+    try:
+        async with client.stream("GET", url, **kwargs) as response:
+            if response.status_code != 200:
+                raise FrameRejected(device, "http_status", str(response.status_code))
+            return await _read_limited(device, response, max_bytes)
+    except httpx.TimeoutException:
+        raise FrameRejected(device, "timeout") from None
+    except httpx.TransportError as e:
+        raise FrameRejected(device, "unreachable", type(e).__name__) from None
+
+
+@register_kind("http_snapshot")
+@dataclasses.dataclass
+class HttpSnapshot:
+    """A still image at the device's own URL (the commonest kind of public camera)."""
+
+    name: str
+    url: str
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    auth: str = "basic"  # "basic" or "digest", used when username is set.
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    kind: ClassVar[str]
+
+    def __post_init__(self):
+        if self.auth not in ("basic", "digest"):
+            raise ValueError(f"auth must be 'basic' or 'digest'; got {self.auth!r}.")
+
+    async def fetch(self, client: httpx.AsyncClient) -> Frame:
+        auth = None
+        if self.username:
+            cls = httpx.BasicAuth if self.auth == "basic" else httpx.DigestAuth
+            auth = cls(self.username, self.password)
+        data = await _get(self.name, client, self.url, self.max_bytes, auth=auth)
+        return make_frame(self.name, data, self.max_pixels)
+
+
+@register_kind("relay")
+@dataclasses.dataclass
+class Relay:
+    """A device reachable only through an agency's server: template + API-key header."""
+
+    name: str
+    url_template: str  # e.g. "https://agency.example/cams/{device_id}/latest.jpg"
+    device_id: str
+    api_key: str = dataclasses.field(default="", repr=False)
+    api_key_header: str = "X-API-Key"
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    kind: ClassVar[str]
+
+    async def fetch(self, client: httpx.AsyncClient) -> Frame:
+        url = self.url_template.format(device_id=self.device_id)
+        headers = {self.api_key_header: self.api_key} if self.api_key else {}
+        data = await _get(self.name, client, url, self.max_bytes, headers=headers)
+        return make_frame(self.name, data, self.max_pixels)
+
+
+@register_kind("mjpeg")
+@dataclasses.dataclass
+class Mjpeg:
+    """The current frame of a `multipart/x-mixed-replace` stream: connect, take the
+    first complete part, disconnect."""
+
+    name: str
+    url: str
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    kind: ClassVar[str]
+
+    async def fetch(self, client: httpx.AsyncClient) -> Frame:
+        try:
+            async with client.stream("GET", self.url) as response:
+                if response.status_code != 200:
+                    raise FrameRejected(self.name, "http_status", str(response.status_code))
+                boundary = _boundary(self.name, response.headers.get("content-type", ""))
+                data = await _first_part(self.name, response, boundary, self.max_bytes)
+        except httpx.TimeoutException:
+            raise FrameRejected(self.name, "timeout") from None
+        except httpx.TransportError as e:
+            raise FrameRejected(self.name, "unreachable", type(e).__name__) from None
+        return make_frame(self.name, data, self.max_pixels)
+
+
+def _boundary(device: str, content_type: str) -> bytes:
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/x-mixed-replace":
+        raise FrameRejected(device, "not_mjpeg", kind.strip() or "no content type")
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            value = value.strip('"')
+            return (value if value.startswith("--") else "--" + value).encode()
+    raise FrameRejected(device, "not_mjpeg", "no boundary")
+
+
+async def _first_part(device: str, response: httpx.Response, boundary: bytes,
+                      max_bytes: int) -> bytes:
+    """The body of the first complete part (by Content-Length, else up to the next
+    boundary)."""
+    buffer = b""
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        if len(buffer) > 2 * max_bytes + 4096:
+            raise FrameRejected(device, "oversized", f"no complete part in {len(buffer)} B")
+        start = buffer.find(boundary)
+        if start < 0:
+            continue
+        header_end = buffer.find(b"\r\n\r\n", start)
+        if header_end < 0:
+            continue
+        headers = buffer[start + len(boundary):header_end].decode("latin-1").lower()
+        body_start = header_end + 4
+        length = next((int(line.split(":", 1)[1]) for line in headers.splitlines()
+                       if line.startswith("content-length:")), None)
+        if length is not None:
+            if length > max_bytes:
+                raise FrameRejected(device, "oversized", f"part of {length} bytes")
+            if len(buffer) >= body_start + length:
+                return buffer[body_start:body_start + length]
+        else:
+            end = buffer.find(boundary, body_start)
+            if end >= 0:
+                return buffer[body_start:end].rstrip(b"\r\n")
+    raise FrameRejected(device, "stream_ended", "no complete frame")
+
+
+@register_kind("folder")
+@dataclasses.dataclass
+class Folder:
+    """Images of a local folder, one per fetch in name order, then from the start."""
+
+    name: str
+    path: str
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    kind: ClassVar[str]
+    _next: int = dataclasses.field(default=0, repr=False)
+
+    async def fetch(self, client: httpx.AsyncClient | None = None) -> Frame:
+        files = sorted(p for p in Path(self.path).iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FrameRejected(self.name, "empty_folder", self.path)
+        path = files[self._next % len(files)]
+        self._next += 1
+        data = await asyncio.to_thread(path.read_bytes)
+        return make_frame(self.name, data, self.max_pixels)
