@@ -1,0 +1,164 @@
+"""The run-time: polls every device on its own interval and hands frames on.
+
+- a global limit on concurrent fetches, a timeout per fetch;
+- exponential backoff with jitter after an error; after `fail_after` consecutive errors
+  a device is marked failing and retried every `retry_failing_s`;
+- a frame whose content hash equals the device's previous one is skipped;
+- the device list is re-read every `refresh_s` from a callable (the database, later), so
+  devices added, removed or edited while running are picked up without a restart;
+- frames go to a bounded latest-frame queue that drops the oldest when full;
+- every outcome is counted (`Runtime.counters`), rejections by reason.
+A dead or slow device never delays the others: each device has its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import random
+from typing import Callable, Iterable
+
+import httpx
+from absl import logging
+
+from tlc_jax.live.devices import Device, Frame, FrameRejected
+
+
+class LatestFrameQueue:
+    """Bounded FIFO of frames; when full, `put` drops the oldest and counts it."""
+
+    def __init__(self, maxsize: int):
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1; got {maxsize}.")
+        self._frames: collections.deque[Frame] = collections.deque(maxlen=maxsize)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        if len(self._frames) == self._frames.maxlen:
+            self.dropped += 1  # deque(maxlen) discards the oldest on append.
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def get(self) -> Frame:
+        while not self._frames:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._frames.popleft()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Delay before the next attempt after `errors` consecutive errors."""
+
+    interval_s: float  # The device's normal poll interval.
+    base_s: float = 1.0
+    max_s: float = 300.0
+    fail_after: int = 5  # Consecutive errors before the device is marked failing.
+    retry_failing_s: float = 600.0
+
+    def delay(self, errors: int, rng: random.Random) -> float:
+        if errors == 0:
+            return self.interval_s
+        if errors >= self.fail_after:
+            return self.retry_failing_s
+        # Full jitter (AWS architecture blog): uniform in [0, min(max, base * 2^k)].
+        return max(self.interval_s, rng.uniform(0, min(self.max_s,
+                                                       self.base_s * 2 ** errors)))
+
+
+@dataclasses.dataclass
+class DeviceStatus:
+    errors: int = 0  # Consecutive.
+    failing: bool = False
+    last_hash: str = ""
+    last_reason: str = ""
+
+
+class Runtime:
+    """Polls the devices `list_devices()` returns (name -> (device, interval_s))."""
+
+    def __init__(self, list_devices: Callable[[], dict[str, tuple[Device, float]]],
+                 queue: LatestFrameQueue, *, max_concurrency: int = 64,
+                 timeout_s: float = 10.0, refresh_s: float = 5.0, backoff_base_s: float = 1.0,
+                 fail_after: int = 5, retry_failing_s: float = 600.0, seed: int = 0):
+        self.list_devices = list_devices
+        self.queue = queue
+        self.timeout_s, self.refresh_s = timeout_s, refresh_s
+        self.backoff = dict(base_s=backoff_base_s, fail_after=fail_after,
+                            retry_failing_s=retry_failing_s)
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._rng = random.Random(seed)
+        self._tasks: dict[str, tuple[asyncio.Task, Device, float]] = {}
+        self.status: dict[str, DeviceStatus] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    async def run(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Until `stop` is set: keep one polling task per listed device."""
+        try:
+            while not stop.is_set():
+                self._sync(self.list_devices(), client)
+                try:
+                    await asyncio.wait_for(stop.wait(), self.refresh_s)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._cancel(list(self._tasks))
+            await asyncio.gather(*(t for t, _, _ in self._tasks.values()),
+                                 return_exceptions=True)
+            self._tasks.clear()
+
+    def failing(self) -> list[str]:
+        return sorted(name for name, s in self.status.items() if s.failing)
+
+    def _sync(self, wanted: dict[str, tuple[Device, float]], client) -> None:
+        gone = [n for n in self._tasks if n not in wanted]
+        edited = [n for n, (_, dev, interval) in self._tasks.items()
+                  if n in wanted and wanted[n] != (dev, interval)]
+        self._cancel(gone + edited)
+        for name in gone:
+            self.status.pop(name, None)
+        for name, (device, interval) in wanted.items():
+            if name not in self._tasks:
+                task = asyncio.create_task(self._poll(device, interval, client),
+                                           name=f"poll:{name}")
+                self._tasks[name] = (task, device, interval)
+
+    def _cancel(self, names: Iterable[str]) -> None:
+        for name in names:
+            task, _, _ = self._tasks.pop(name)
+            task.cancel()
+
+    async def _poll(self, device: Device, interval_s: float, client) -> None:
+        status = self.status.setdefault(device.name, DeviceStatus())
+        backoff = Backoff(interval_s, **self.backoff)
+        while True:
+            try:
+                async with self._limit:
+                    frame = await asyncio.wait_for(device.fetch(client), self.timeout_s)
+            except FrameRejected as e:
+                self._error(device.name, status, e.reason)
+            except asyncio.TimeoutError:
+                self._error(device.name, status, "timeout")
+            else:
+                status.errors, status.failing = 0, False
+                if frame.sha256 == status.last_hash:
+                    self.counters["unchanged"] += 1
+                else:
+                    status.last_hash = frame.sha256
+                    self.counters["frames"] += 1
+                    self.queue.put(frame)
+            await asyncio.sleep(backoff.delay(status.errors, self._rng))
+
+    def _error(self, name: str, status: DeviceStatus, reason: str) -> None:
+        status.errors += 1
+        status.last_reason = reason
+        self.counters[f"rejected:{reason}"] += 1
+        if status.errors >= self.backoff["fail_after"] and not status.failing:
+            status.failing = True
+            logging.warning("Device %s marked failing after %d errors (last: %s).",
+                            name, status.errors, reason)
