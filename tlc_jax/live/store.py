@@ -1,0 +1,75 @@
+"""Frame storage on disk: atomic writes and retention by total size and by age.
+
+`FrameStore` is the default store; anything with the same `put` / `delete` /
+`enforce_retention` methods can replace it (an object store, say). A frame is written
+under a temporary name and renamed into place, so a path handed out always holds a
+whole file. Paths are relative to the store's root: `<device>/<YYYYmmdd>/<time>-<hash>.<ext>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from pathlib import Path
+
+from tlc_jax.fileio import atomic_file
+from tlc_jax.live.devices import Frame
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredFile:
+    path: str  # Relative to the store's root.
+    size: int
+    mtime: float
+
+
+class FrameStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, frame: Frame) -> str:
+        """Writes the frame's bytes; returns the path relative to the root."""
+        device = _SAFE.sub("_", frame.device).lstrip(".") or "_"  # No hidden or ".." names.
+        stamp = time.strftime("%Y%m%d", time.gmtime(frame.captured_at))
+        ext = ".png" if frame.data.startswith(b"\x89PNG") else ".jpg"
+        name = f"{frame.captured_at:.6f}-{frame.sha256[:16]}{ext}"
+        relative = Path(device) / stamp / name
+        with atomic_file(self.root / relative) as tmp:
+            tmp.write_bytes(frame.data)
+        return relative.as_posix()
+
+    def delete(self, path: str) -> None:
+        (self.root / path).unlink(missing_ok=True)
+
+    def files(self) -> list[StoredFile]:
+        """Every stored frame, oldest first (temporary files excluded)."""
+        out = []
+        for p in self.root.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                st = p.stat()
+                out.append(StoredFile(p.relative_to(self.root).as_posix(), st.st_size,
+                                      st.st_mtime))
+        return sorted(out, key=lambda f: (f.mtime, f.path))
+
+    def enforce_retention(self, *, max_bytes: int | None = None,
+                          max_age_s: float | None = None,
+                          now: float | None = None) -> list[str]:
+        """Deletes frames older than max_age_s, then the oldest until the total fits
+        max_bytes; returns the deleted paths (for the database to forget them)."""
+        now = time.time() if now is None else now
+        files, deleted = self.files(), []
+        total = sum(f.size for f in files)
+        for f in files:
+            too_old = max_age_s is not None and now - f.mtime > max_age_s
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                break  # Oldest first: every later file is newer, and the total fits.
+            self.delete(f.path)
+            deleted.append(f.path)
+            total -= f.size
+        return deleted
