@@ -161,13 +161,14 @@ def offline_augmented(train: ImageDataset, copies: int, seed: int,
 # ----------------------------------------------------------------------------------
 
 CONFIG_FILE = "config.json"
+MODEL_FILE = "model.json"
 BEST_METRIC = "contrast_macro_f1"
 # Fields that may change between a run and its resumption: where things are, cadence.
 RESUMABLE_FIELDS = {"data.root", "data.download", "data.cache_dir", "model.weights_dir",
                     "train.log_every_steps", "train.checkpoint_every_epochs",
                     "eval.batch_size"}
 _RUN_OUTPUTS = ("checkpoints", "tensorboard", "plots", SPLIT_FILE, "metrics.jsonl",
-                "report.json", "summary.md", CONFIG_FILE)
+                "report.json", "summary.md", CONFIG_FILE, MODEL_FILE)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -383,11 +384,15 @@ class Trainer:
         # --- model ---
         m = config.model
         kwargs = dict(num_classes=self.num_classes, in_channels=config.data.channels,
-                      dtype=jnp.dtype(m.dtype), memory=m.memory, remat_policy=m.remat_policy)
+                      dtype=m.dtype, memory=m.memory, remat_policy=m.remat_policy)
         if m.name == "densenet_bc":
             kwargs.update(depth=m.depth, growth_rate=m.growth_rate)
-        self.model = create_model(m.name, **kwargs)
+        self.model = create_model(m.name, **{**kwargs, "dtype": jnp.dtype(m.dtype)})
         self.image_shape = self.data.train.images.shape[1:]
+        if self.writer.enabled:  # What inference needs to rebuild the model (live/).
+            write_json_atomic(self.workdir / MODEL_FILE, {
+                "name": m.name, "kwargs": kwargs, "image_shape": list(self.image_shape),
+                "class_names": list(self.data.train.class_names)})
         self.eval_step = jax.jit(make_eval_step(self.model), donate_argnums=(4,))
         self.history: dict[str, list] = {"quotas": [], "contrast_f1": [], "epochs": []}
         self._contrast_cache: tuple = (None, None)

@@ -1,0 +1,77 @@
+"""The analyzer classifies live frames with a model trained by the trainer."""
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+
+from tlc_jax import train
+from tlc_jax.data import load_digits
+from tlc_jax.live import devices as D
+from tlc_jax.live.analyzer import Analyzer
+from tlc_jax.live.runtime import LatestFrameQueue
+
+from test_train import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    train.Trainer(tiny_config(**{"train.epochs": 1}), workdir).run()
+    return workdir
+
+
+def digit_frames(n):
+    ds = load_digits()
+    frames = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(ds.images[i, :, :, 0]).resize((32, 32)).save(buf, "PNG")
+        frames.append(D.make_frame(f"cam-{i % 4}", buf.getvalue(), D.DEFAULT_MAX_PIXELS))
+    return frames
+
+
+def test_classify_in_fixed_batch_sizes_without_recompiling(run_dir):
+    analyzer = Analyzer(run_dir, batch_sizes=(1, 4, 8), top_k=3)
+    analyzer.warm_up()
+    assert analyzer._predict._cache_size() == 3
+    frames = digit_frames(19)
+    for n in (1, 3, 8, 19):  # 19 = 8 + 8 + 3: every chunk padded to a warmed size.
+        predictions = analyzer.classify(frames[:n])
+        assert len(predictions) == n
+    assert analyzer._predict._cache_size() == 3
+    for p, f in zip(predictions, frames):
+        assert p.device == f.device and p.sha256 == f.sha256
+        assert len(p.classes) == 3 and set(p.classes) <= set(analyzer.class_names)
+        assert list(p.probabilities) == sorted(p.probabilities, reverse=True)
+        assert 0 < sum(p.probabilities) <= 1 + 1e-6
+    # Preprocessing follows the model's input: 8x8 grey here, whatever the frame size.
+    assert analyzer.preprocess(frames[0]).shape == (8, 8, 1)
+
+
+def test_run_loop_batches_frames_from_the_queue(run_dir):
+    analyzer = Analyzer(run_dir, batch_sizes=(1, 8))
+    analyzer.warm_up()
+    got = []
+
+    async def main():
+        queue, stop = LatestFrameQueue(100), asyncio.Event()
+        task = asyncio.create_task(analyzer.run(queue, stop, got.extend, max_wait_s=0.05))
+        for frame in digit_frames(20):
+            queue.put(frame)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(got) == 20:
+                break
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    assert len(got) == 20
+    assert analyzer._predict._cache_size() == 2
+
+
+def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="work directory of a run"):
+        Analyzer(tmp_path)

@@ -1,0 +1,124 @@
+"""The analyzer: classifies live frames with a model trained by `tlc_jax.main`.
+
+Frames from any number of devices are batched together, up to the largest batch size
+or until `max_wait_s` passes, and padded to one of a few fixed batch sizes: each size
+is compiled once at start-up (`warm_up`), so nothing recompiles while running, on CPU
+or GPU alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from tlc_jax.live.devices import Frame
+from tlc_jax.live.runtime import LatestFrameQueue
+from tlc_jax.models import create_model
+from tlc_jax.train import MODEL_FILE, normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    device: str
+    sha256: str  # Of the frame classified.
+    captured_at: float
+    classes: tuple[str, ...]  # Top-k class names, most probable first.
+    probabilities: tuple[float, ...]
+
+
+class Analyzer:
+    """Loads a run's model and latest checkpoint (`run_dir` = its work directory)."""
+
+    def __init__(self, run_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32),
+                 top_k: int = 3):
+        run_dir = Path(run_dir)
+        spec_path = run_dir / MODEL_FILE
+        if not spec_path.is_file():
+            raise FileNotFoundError(f"{spec_path} not found: point the analyzer at the "
+                                    f"work directory of a run of tlc_jax.main.")
+        spec = json.loads(spec_path.read_text())
+        kwargs = {**spec["kwargs"], "dtype": jnp.dtype(spec["kwargs"]["dtype"])}
+        self.model = create_model(spec["name"], **kwargs)
+        self.class_names = tuple(spec["class_names"])
+        self.image_shape = tuple(spec["image_shape"])  # (H, W, C)
+        self.batch_sizes = tuple(sorted(set(batch_sizes)))
+        self.top_k = min(top_k, len(self.class_names))
+        with ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
+                                   options=ocp.CheckpointManagerOptions(
+                                       read_only=True)) as mngr:
+            step = mngr.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"No checkpoint in {run_dir / 'checkpoints'}.")
+            state = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore()))["state"]
+        self.variables = jax.device_put({"params": state["params"],
+                                         "batch_stats": state["batch_stats"]})
+
+        def predict(variables, images_u8):
+            logits = self.model.apply(variables, normalize(images_u8 / 255.0), train=False)
+            return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32)), self.top_k)
+
+        self._predict = jax.jit(predict)
+
+    def warm_up(self) -> None:
+        """Compiles every batch size now, so none compiles while frames arrive."""
+        for size in self.batch_sizes:
+            jax.block_until_ready(self._predict(
+                self.variables, np.zeros((size, *self.image_shape), np.uint8)))
+
+    def preprocess(self, frame: Frame) -> np.ndarray:
+        """The frame decoded, converted and resized to the model's input (uint8 HWC)."""
+        from PIL import Image
+
+        h, w, c = self.image_shape
+        with Image.open(io.BytesIO(frame.data)) as im:
+            im = im.convert("L" if c == 1 else "RGB").resize((w, h),
+                                                             Image.Resampling.BILINEAR)
+            return np.asarray(im, np.uint8).reshape(h, w, c)
+
+    def classify(self, frames: Sequence[Frame]) -> list[Prediction]:
+        out: list[Prediction] = []
+        largest = self.batch_sizes[-1]
+        for start in range(0, len(frames), largest):
+            chunk = frames[start:start + largest]
+            size = next(s for s in self.batch_sizes if s >= len(chunk))
+            batch = np.zeros((size, *self.image_shape), np.uint8)
+            batch[:len(chunk)] = np.stack([self.preprocess(f) for f in chunk])
+            probs, idx = jax.device_get(self._predict(self.variables, batch))
+            for f, p, i in zip(chunk, probs, idx):
+                out.append(Prediction(f.device, f.sha256, f.captured_at,
+                                      tuple(self.class_names[k] for k in i),
+                                      tuple(float(x) for x in p)))
+        return out
+
+    async def run(self, queue: LatestFrameQueue, stop: asyncio.Event,
+                  on_predictions: Callable[[list[Prediction]], Awaitable[None] | None],
+                  max_wait_s: float = 0.05) -> None:
+        """Until `stop`: batch frames from `queue`, classify, hand predictions on."""
+        largest = self.batch_sizes[-1]
+        while not stop.is_set():
+            try:
+                first = await asyncio.wait_for(queue.get(), timeout=0.1)
+            except asyncio.TimeoutError:
+                continue
+            frames, deadline = [first], time.monotonic() + max_wait_s
+            while len(frames) < largest and time.monotonic() < deadline:
+                try:
+                    frames.append(await asyncio.wait_for(
+                        queue.get(), timeout=max(0.0, deadline - time.monotonic())))
+                except asyncio.TimeoutError:
+                    break
+            predictions = await asyncio.to_thread(self.classify, frames)
+            result = on_predictions(predictions)
+            if asyncio.iscoroutine(result):
+                await result
