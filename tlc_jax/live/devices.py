@@ -17,6 +17,7 @@ Credentials are kept out of `repr` and of every error message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -121,17 +122,25 @@ async def _read_limited(device: str, response: httpx.Response, max_bytes: int) -
     return b"".join(chunks)
 
 
-async def _get(device: str, client: httpx.AsyncClient, url: str, max_bytes: int,
-               **kwargs: Any) -> bytes:
+@contextlib.asynccontextmanager
+async def _response(device: str, client: httpx.AsyncClient, url: str, **kwargs: Any):
+    """A streamed 200 response; any other status, a timeout or a transport error is a
+    FrameRejected with its reason."""
     try:
         async with client.stream("GET", url, **kwargs) as response:
             if response.status_code != 200:
                 raise FrameRejected(device, "http_status", str(response.status_code))
-            return await _read_limited(device, response, max_bytes)
+            yield response
     except httpx.TimeoutException:
         raise FrameRejected(device, "timeout") from None
     except httpx.TransportError as e:
         raise FrameRejected(device, "unreachable", type(e).__name__) from None
+
+
+async def _get(device: str, client: httpx.AsyncClient, url: str, max_bytes: int,
+               **kwargs: Any) -> bytes:
+    async with _response(device, client, url, **kwargs) as response:
+        return await _read_limited(device, response, max_bytes)
 
 
 @register_kind("http_snapshot")
@@ -195,16 +204,9 @@ class Mjpeg:
     kind: ClassVar[str]
 
     async def fetch(self, client: httpx.AsyncClient) -> Frame:
-        try:
-            async with client.stream("GET", self.url) as response:
-                if response.status_code != 200:
-                    raise FrameRejected(self.name, "http_status", str(response.status_code))
-                boundary = _boundary(self.name, response.headers.get("content-type", ""))
-                data = await _first_part(self.name, response, boundary, self.max_bytes)
-        except httpx.TimeoutException:
-            raise FrameRejected(self.name, "timeout") from None
-        except httpx.TransportError as e:
-            raise FrameRejected(self.name, "unreachable", type(e).__name__) from None
+        async with _response(self.name, client, self.url) as response:
+            boundary = _boundary(self.name, response.headers.get("content-type", ""))
+            data = await _first_part(self.name, response, boundary, self.max_bytes)
         return make_frame(self.name, data, self.max_pixels)
 
 
