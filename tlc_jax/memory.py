@@ -100,17 +100,21 @@ def disable_xla_remat() -> Iterator[None]:
         jax.config.update("jax_compiler_enable_remat_pass", previous)
 
 
-def _grad_fn(model: nn.Module):
-    return jax.jit(jax.grad(training_loss(model)))
+def compile_grad(model: nn.Module, batch_size: int, image_size: int,
+                 in_channels: int = 3):
+    """The gradient of `training_loss`, compiled for these shapes (compile once, then
+    read its memory analysis and run it)."""
+    args = abstract_inputs(model, batch_size, image_size, in_channels)
+    return jax.jit(jax.grad(training_loss(model))).lower(*args).compile()
 
 
 def compiled_memory(model: nn.Module, batch_size: int, image_size: int,
-                    in_channels: int = 3) -> dict[str, int]:
+                    in_channels: int = 3, compiled=None) -> dict[str, int]:
     """XLA's memory analysis of the compiled gradient, in bytes: temp, argument, output,
     alias, generated_code and (where XLA reports it) peak_memory. See the module
     docstring for why CPU figures show no saving from recompute."""
-    args = abstract_inputs(model, batch_size, image_size, in_channels)
-    stats = _grad_fn(model).lower(*args).compile().memory_analysis()
+    compiled = compiled or compile_grad(model, batch_size, image_size, in_channels)
+    stats = compiled.memory_analysis()
     if stats is None:
         return {}
     # temp_size_in_bytes -> "temp", peak_memory_in_bytes -> "peak_memory", ...
@@ -120,7 +124,7 @@ def compiled_memory(model: nn.Module, batch_size: int, image_size: int,
 
 
 def peak_bytes_in_use(model: nn.Module, batch_size: int, image_size: int,
-                      in_channels: int = 3, seed: int = 0) -> int | None:
+                      in_channels: int = 3, seed: int = 0, compiled=None) -> int | None:
     """Runs one gradient step and returns the device's peak bytes in use, if reported.
 
     The peak covers everything this process has run so far: call it in a fresh process.
@@ -134,7 +138,8 @@ def peak_bytes_in_use(model: nn.Module, batch_size: int, image_size: int,
     x = jax.random.normal(key_x, images.shape, images.dtype)
     y = jnp.zeros(labels.shape, labels.dtype)
     variables = jax.jit(lambda k: model.init(k, x[:1], train=False))(key_init)
-    grads = _grad_fn(model)(variables["params"], variables["batch_stats"], x, y)
+    compiled = compiled or compile_grad(model, batch_size, image_size, in_channels)
+    grads = compiled(variables["params"], variables["batch_stats"], x, y)
     jax.block_until_ready(grads)
     return int(device.memory_stats().get("peak_bytes_in_use", 0)) or None
 
@@ -154,10 +159,12 @@ def memory_report(model: nn.Module, batch_size: int, image_size: int, *,
     """All three views for one model and batch; compiling and running are opt-in."""
     args = abstract_inputs(model, batch_size, image_size, in_channels)
     residuals = saved_residuals(training_loss(model), *args)
-    compiled = (compiled_memory(model, batch_size, image_size, in_channels)
+    executable = (compile_grad(model, batch_size, image_size, in_channels)
+                  if compile or measure else None)  # Compiled once for both views.
+    compiled = (compiled_memory(model, batch_size, image_size, in_channels, executable)
                 if compile else None)
-    peak = (peak_bytes_in_use(model, batch_size, image_size, in_channels)
-            if measure else None)
+    peak = (peak_bytes_in_use(model, batch_size, image_size, in_channels,
+                              compiled=executable) if measure else None)
     return MemoryReport(batch_size, image_size, residuals, compiled, peak)
 
 
