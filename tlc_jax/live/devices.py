@@ -262,7 +262,8 @@ class Folder:
     path: str
     max_pixels: int = DEFAULT_MAX_PIXELS
     kind: ClassVar[str]
-    _next: int = dataclasses.field(default=0, repr=False)
+    # Playback position: not part of the device's identity (edits are detected by equality).
+    _next: int = dataclasses.field(default=0, repr=False, compare=False)
 
     async def fetch(self, client: httpx.AsyncClient | None = None) -> Frame:
         files = sorted(p for p in Path(self.path).iterdir()
