@@ -28,3 +28,15 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'live.db'}"
     return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The work directory of a tiny run of the trainer (8x8 digits), for the live tests."""
+    from tlc_jax import train
+
+    from test_train import tiny_config
+
+    workdir = tmp_path_factory.mktemp("run")
+    train.Trainer(tiny_config(**{"train.epochs": 1}), workdir).run()
+    return workdir

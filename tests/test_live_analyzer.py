@@ -6,20 +6,15 @@ import io
 import pytest
 from PIL import Image
 
-from tlc_jax import train
 from tlc_jax.data import load_digits
 from tlc_jax.live import devices as D
 from tlc_jax.live.analyzer import Analyzer
 from tlc_jax.live.runtime import LatestFrameQueue
 
-from test_train import tiny_config
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    train.Trainer(tiny_config(**{"train.epochs": 1}), workdir).run()
-    return workdir
+@pytest.fixture
+def run_dir(trained_run):
+    return trained_run
 
 
 def digit_frames(n):

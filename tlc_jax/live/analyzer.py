@@ -42,6 +42,7 @@ class Analyzer:
     def __init__(self, run_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32),
                  top_k: int = 3):
         run_dir = Path(run_dir)
+        self.run_dir = run_dir.absolute()
         spec_path = run_dir / MODEL_FILE
         if not spec_path.is_file():
             raise FileNotFoundError(f"{spec_path} not found: point the analyzer at the "
@@ -59,6 +60,7 @@ class Analyzer:
             step = mngr.latest_step()
             if step is None:
                 raise FileNotFoundError(f"No checkpoint in {run_dir / 'checkpoints'}.")
+            self.step = int(step)
             state = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore()))["state"]
         self.variables = jax.device_put({"params": state["params"],

@@ -265,8 +265,6 @@ def import_csv(session: orm.Session, path: str | os.PathLike) -> ImportReport:
     """Imports every valid row (one transaction); bad rows are reported by line."""
     specs, errors = read_csv(path)
     created, updated = upsert(session, specs)
-    for line, why in errors:
-        logging.warning("%s, line %d: %s", path, line, why)
     return ImportReport(created, updated, errors)
 
 

@@ -4,8 +4,9 @@
 - exponential backoff with jitter after an error; after `fail_after` consecutive errors
   a device is marked failing and retried every `retry_failing_s`;
 - a frame whose content hash equals the device's previous one is skipped;
-- the device list is re-read every `refresh_s` from a callable (the database, later), so
-  devices added, removed or edited while running are picked up without a restart;
+- the device list is re-read every `refresh_s` from a callable (in a worker thread: it is
+  a database query in the live service), so devices added, removed or edited while
+  running are picked up without a restart; a failed refresh keeps the current list;
 - frames go to a bounded latest-frame queue that drops the oldest when full;
 - every outcome is counted (`Runtime.counters`), rejections by reason.
 A dead or slow device never delays the others: each device has its own task.
@@ -17,31 +18,35 @@ import asyncio
 import collections
 import dataclasses
 import random
-from typing import Callable, Iterable
+import zlib
+from typing import Callable, Generic, Iterable, Sequence, TypeVar
 
 import httpx
 from absl import logging
 
 from tlc_jax.live.devices import Device, Frame, FrameRejected
 
+T = TypeVar("T")
 
-class LatestFrameQueue:
-    """Bounded FIFO of frames; when full, `put` drops the oldest and counts it."""
+
+class LatestFrameQueue(Generic[T]):
+    """Bounded FIFO (of frames, or anything); when full, `put` drops the oldest and
+    counts it."""
 
     def __init__(self, maxsize: int):
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1; got {maxsize}.")
-        self._frames: collections.deque[Frame] = collections.deque(maxlen=maxsize)
+        self._frames: collections.deque[T] = collections.deque(maxlen=maxsize)
         self._ready = asyncio.Event()
         self.dropped = 0
 
-    def put(self, frame: Frame) -> None:
+    def put(self, frame: T) -> None:
         if len(self._frames) == self._frames.maxlen:
             self.dropped += 1  # deque(maxlen) discards the oldest on append.
         self._frames.append(frame)
         self._ready.set()
 
-    async def get(self) -> Frame:
+    async def get(self) -> T:
         while not self._frames:
             self._ready.clear()
             await self._ready.wait()
@@ -97,11 +102,24 @@ class Runtime:
         self.status: dict[str, DeviceStatus] = {}
         self.counters: collections.Counter[str] = collections.Counter()
 
-    async def run(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
-        """Until `stop` is set: keep one polling task per listed device."""
+    async def run(self, client: httpx.AsyncClient | Sequence[httpx.AsyncClient],
+                  stop: asyncio.Event) -> None:
+        """Until `stop` is set: keep one polling task per listed device. With several
+        clients, each device always uses the same one (by a hash of its name): httpcore's
+        connection pool does work proportional to connections x waiting requests, so a
+        few small pools serve a thousand devices far faster than one large pool."""
+        clients = (list(client) if isinstance(client, (list, tuple)) else [client])
         try:
             while not stop.is_set():
-                self._sync(self.list_devices(), client)
+                try:  # Off the event loop: the list may come from a database.
+                    wanted = await asyncio.to_thread(self.list_devices)
+                except Exception as e:  # noqa: BLE001 - keep polling the known devices.
+                    self.counters["device_list_errors"] += 1
+                    logging.warning("Could not refresh the device list (%s: %s); keeping "
+                                    "the current %d devices.", type(e).__name__, e,
+                                    len(self._tasks))
+                else:
+                    self._sync(wanted, clients)
                 try:
                     await asyncio.wait_for(stop.wait(), self.refresh_s)
                 except asyncio.TimeoutError:
@@ -115,7 +133,7 @@ class Runtime:
     def failing(self) -> list[str]:
         return sorted(name for name, s in self.status.items() if s.failing)
 
-    def _sync(self, wanted: dict[str, tuple[Device, float]], client) -> None:
+    def _sync(self, wanted: dict[str, tuple[Device, float]], clients) -> None:
         gone = [n for n in self._tasks if n not in wanted]
         edited = [n for n, (_, dev, interval) in self._tasks.items()
                   if n in wanted and wanted[n] != (dev, interval)]
@@ -124,6 +142,7 @@ class Runtime:
             self.status.pop(name, None)
         for name, (device, interval) in wanted.items():
             if name not in self._tasks:
+                client = clients[zlib.crc32(name.encode()) % len(clients)]
                 task = asyncio.create_task(self._poll(device, interval, client),
                                            name=f"poll:{name}")
                 self._tasks[name] = (task, device, interval)
@@ -136,7 +155,9 @@ class Runtime:
     async def _poll(self, device: Device, interval_s: float, client) -> None:
         status = self.status.setdefault(device.name, DeviceStatus())
         backoff = Backoff(interval_s, **self.backoff)
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 async with self._limit:
                     frame = await asyncio.wait_for(device.fetch(client), self.timeout_s)
@@ -152,7 +173,12 @@ class Runtime:
                     status.last_hash = frame.sha256
                     self.counters["frames"] += 1
                     self.queue.put(frame)
-            await asyncio.sleep(backoff.delay(status.errors, self._rng))
+            # The interval runs from the start of this poll (a fixed rate while fetches
+            # take less than the interval), backoff delays from its end.
+            delay = backoff.delay(status.errors, self._rng)
+            if status.errors == 0:
+                delay -= loop.time() - started
+            await asyncio.sleep(max(0.0, delay))
 
     def _error(self, name: str, status: DeviceStatus, reason: str) -> None:
         status.errors += 1

@@ -56,20 +56,28 @@ class FrameStore:
                                       st.st_mtime))
         return sorted(out, key=lambda f: (f.mtime, f.path))
 
-    def enforce_retention(self, *, max_bytes: int | None = None,
-                          max_age_s: float | None = None,
-                          now: float | None = None) -> list[str]:
-        """Deletes frames older than max_age_s, then the oldest until the total fits
-        max_bytes; returns the deleted paths (for the database to forget them)."""
+    def expired(self, *, max_bytes: int | None = None, max_age_s: float | None = None,
+                now: float | None = None) -> list[str]:
+        """The frames retention would delete: older than max_age_s, then the oldest
+        until the total fits max_bytes. Nothing is deleted (the live service first makes
+        the database forget them, so no row ever points at a missing file)."""
         now = time.time() if now is None else now
-        files, deleted = self.files(), []
+        files, expired = self.files(), []
         total = sum(f.size for f in files)
         for f in files:
             too_old = max_age_s is not None and now - f.mtime > max_age_s
             too_big = max_bytes is not None and total > max_bytes
             if not (too_old or too_big):
                 break  # Oldest first: every later file is newer, and the total fits.
-            self.delete(f.path)
-            deleted.append(f.path)
+            expired.append(f.path)
             total -= f.size
-        return deleted
+        return expired
+
+    def enforce_retention(self, *, max_bytes: int | None = None,
+                          max_age_s: float | None = None,
+                          now: float | None = None) -> list[str]:
+        """Deletes what `expired` lists; returns the deleted paths."""
+        paths = self.expired(max_bytes=max_bytes, max_age_s=max_age_s, now=now)
+        for path in paths:
+            self.delete(path)
+        return paths

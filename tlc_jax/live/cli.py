@@ -1,0 +1,320 @@
+"""`python -m tlc_jax.live`: run the live system, manage its devices, simulate cameras.
+
+    python -m tlc_jax.live run --workdir W --checkpoint RUN_DIR [--db URL]
+    python -m tlc_jax.live devices import devices.csv --workdir W
+    python -m tlc_jax.live devices export devices.csv --workdir W [--with-credentials]
+    python -m tlc_jax.live devices search --near LAT,LON --km 5 --workdir W
+    python -m tlc_jax.live simulate --cameras N --workdir W
+
+The database is `--db URL` (sqlite:///... or postgresql://user:pass@host/db), or else
+SQLite at W/live.db. Frames go to W/frames/, the service's health to W/health.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging as std_logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from absl import logging
+
+
+def _database(args, migrate: bool = True):
+    from tlc_jax.live.db import default_url, open_database
+
+    if args.db:
+        url = args.db
+    elif args.workdir:
+        url = default_url(args.workdir)
+    else:
+        raise SystemExit("Give --workdir (SQLite in it) or --db URL.")
+    return open_database(url, migrate=migrate)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Not the main thread / Windows.
+            pass
+
+
+async def _until(stop: asyncio.Event, duration_s: float | None) -> None:
+    if duration_s is None:
+        await stop.wait()
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), duration_s)
+    except asyncio.TimeoutError:
+        stop.set()
+
+
+def cmd_run(args) -> int:
+    from tlc_jax.live.analyzer import Analyzer
+    from tlc_jax.live.service import LiveService, ServiceConfig
+    from tlc_jax.live.store import FrameStore
+
+    workdir = Path(args.workdir)
+    database = _database(args)
+    analyzer = Analyzer(args.checkpoint, batch_sizes=args.batch_sizes, top_k=args.top_k)
+    config = ServiceConfig(
+        max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
+        refresh_s=args.refresh_s,
+        retention_max_bytes=None if args.max_store_gb is None
+        else int(args.max_store_gb * 2**30),
+        retention_max_age_s=None if args.max_age_days is None
+        else args.max_age_days * 86400.0)
+    service = LiveService(database, FrameStore(workdir / "frames"), analyzer, config,
+                          health_path=workdir / "health.json")
+
+    async def main():
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        task = asyncio.create_task(service.run(stop))
+        report = asyncio.create_task(_report(service, stop, args.report_every_s))
+        await _until(stop, args.duration_s)
+        await task
+        await report
+
+    logging.info("Live service: %r, model %s (step %d), frames in %s.", database,
+                 analyzer.run_dir, analyzer.step, workdir / "frames")
+    asyncio.run(main())
+    health = service.health()
+    print(json.dumps({k: health[k] for k in ("counters", "latency_s", "failing",
+                                             "frames_per_s", "predictions_per_s")},
+                     indent=1))
+    database.dispose()
+    return 0
+
+
+async def _report(service, stop: asyncio.Event, every_s: float) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except asyncio.TimeoutError:
+            pass
+        h = service.health()
+        c = h["counters"]
+        latency = h["latency_s"] or {}
+        logging.info("%d devices, %d failing | stored %d, predicted %d, unchanged %d, "
+                     "rejected %d, dropped %d | p50 %.3f s, p95 %.3f s",
+                     h["devices_polled"], len(h["failing"]), c.get("stored", 0),
+                     c.get("predictions", 0), c.get("unchanged", 0),
+                     sum(v for k, v in c.items() if k.startswith("rejected:")),
+                     sum(v for k, v in c.items() if k.startswith("dropped:")),
+                     latency.get("p50", float("nan")), latency.get("p95", float("nan")))
+
+
+def cmd_devices_import(args) -> int:
+    from tlc_jax.live import registry
+
+    database = _database(args)
+    try:
+        with database.transaction() as session:
+            report = registry.import_csv(session, args.csv)
+    except (registry.InvalidDevice, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report)
+    return 1 if report.errors else 0
+
+
+def cmd_devices_export(args) -> int:
+    from tlc_jax.live import registry
+
+    database = _database(args)
+    with database.session() as session:
+        n = registry.export_csv(session, args.csv,
+                                include_credentials=args.with_credentials)
+    print(f"{n} devices written to {args.csv}"
+          + ("" if args.with_credentials else " (without credentials)."))
+    return 0
+
+
+def cmd_devices_search(args) -> int:
+    from tlc_jax.live import registry
+
+    near = registry.parse_point(args.near) if args.near else None
+    if (near is None) != (args.km is None):
+        raise SystemExit("Give --near LAT,LON and --km together.")
+    database = _database(args)
+    with database.session() as session:
+        matches = registry.search(session, near=near, km=args.km, city=args.city,
+                                  region=args.region, country=args.country,
+                                  sector=args.sector, text=args.text, limit=args.limit)
+        rows = [{"name": m.device.name, "kind": m.device.kind,
+                 "latitude": m.device.latitude, "longitude": m.device.longitude,
+                 "city": m.device.city, "country": m.device.country,
+                 "sector": m.device.sector, "active": m.device.active,
+                 "distance_km": None if m.distance_km is None
+                 else round(m.distance_km, 3)} for m in matches]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            where = "" if r["distance_km"] is None else f"{r['distance_km']:9.3f} km  "
+            print(f"{where}{r['name']:<24} {r['kind']:<14} {r['city']}, {r['country']} "
+                  f"({r['latitude']}, {r['longitude']}) {r['sector']}"
+                  + ("" if r["active"] else " [inactive]"))
+        print(f"{len(rows)} device(s).")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from tlc_jax.live import registry
+    from tlc_jax.live.simulate import CameraServer, mix_behaviours
+
+    fractions = {}
+    for part in filter(None, (args.behaviours or "").split(",")):
+        name, _, value = part.partition("=")
+        try:
+            fractions[name.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--behaviours: {part!r} is not NAME=FRACTION "
+                             f"(e.g. dead=0.01,slow=0.02).") from None
+    center = registry.parse_point(args.center)
+    server = CameraServer(args.cameras, mix_behaviours(args.cameras, fractions, args.seed),
+                          port=args.port, change_every_s=args.change_every_s)
+    database = _database(args) if (args.db or args.workdir) else None
+
+    async def main():
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        async with server:
+            rows = server.device_rows(center=center, spread_km=args.spread_km,
+                                      city=args.city, country=args.country,
+                                      interval_s=args.interval_s)
+            if database is not None:
+                with database.transaction() as session:
+                    created, updated = registry.upsert(session, registry.rows_to_specs(rows))
+                print(f"{args.cameras} cameras at {server.base_url}; registered in "
+                      f"{database!r}: {created} created, {updated} updated.", flush=True)
+            else:
+                print(f"{args.cameras} cameras at {server.base_url} (not registered: "
+                      f"give --workdir or --db to register them).", flush=True)
+            started = time.time()
+            await _until(stop, args.duration_s)
+            print(f"Served {server.served} frames over {server.connections} connections in "
+                  f"{time.time() - started:.1f} s.")
+
+    asyncio.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tlc_jax.live", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def where(p):
+        p.add_argument("--workdir", help="Work directory (SQLite database live.db, "
+                                         "frames/, health.json).")
+        p.add_argument("--db", help="Database URL (default: SQLite in --workdir).")
+
+    def positive(text):
+        value = float(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+        return value
+
+    def sizes(text):
+        try:
+            values = sorted({int(x) for x in text.split(",")})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1,8,32") from None
+        if values[0] < 1:
+            raise argparse.ArgumentTypeError("batch sizes must be >= 1")
+        return values
+
+    run = sub.add_parser("run", help="Poll the devices, store frames, classify them.")
+    where(run)
+    run.add_argument("--checkpoint", required=True,
+                     help="Work directory of a tlc_jax.main run (model.json + checkpoints).")
+    run.add_argument("--batch-sizes", type=sizes, default=[1, 8, 32],
+                     help="Fixed analyzer batch sizes, each compiled at start (default "
+                          "1,8,32).")
+    run.add_argument("--top-k", type=int, default=3, help="Classes kept per prediction.")
+    run.add_argument("--max-concurrency", type=int, default=64,
+                     help="Fetches in flight at once.")
+    run.add_argument("--timeout-s", type=positive, default=10.0, help="Per fetch.")
+    run.add_argument("--refresh-s", type=positive, default=5.0,
+                     help="How often the device list is re-read from the database.")
+    run.add_argument("--max-store-gb", type=positive, help="Frame store size limit.")
+    run.add_argument("--max-age-days", type=positive, help="Delete frames older than this.")
+    run.add_argument("--duration-s", type=positive,
+                     help="Stop after this long (default: until Ctrl-C / SIGTERM).")
+    run.add_argument("--report-every-s", type=positive, default=10.0,
+                     help="Progress line interval.")
+    run.set_defaults(func=cmd_run)
+
+    devices = sub.add_parser("devices", help="Import, export or search devices.")
+    dsub = devices.add_subparsers(dest="devices_command", required=True)
+    imp = dsub.add_parser("import", help="Import devices from CSV (create or update by "
+                                         "name); bad rows are listed with line numbers.")
+    imp.add_argument("csv")
+    where(imp)
+    imp.set_defaults(func=cmd_devices_import)
+    exp = dsub.add_parser("export", help="Export devices to CSV.")
+    exp.add_argument("csv")
+    exp.add_argument("--with-credentials", action="store_true",
+                     help="Include usernames, passwords and API keys.")
+    where(exp)
+    exp.set_defaults(func=cmd_devices_export)
+    search = dsub.add_parser("search", help="Find devices by place, radius or text.")
+    search.add_argument("--near", help="LAT,LON (with --km).")
+    search.add_argument("--km", type=positive, help="Radius around --near.")
+    for key in ("city", "region", "country", "sector"):
+        search.add_argument(f"--{key}", help=f"Exact {key}, any case.")
+    search.add_argument("--text", help="Name or any place field contains this.")
+    search.add_argument("--limit", type=int, default=100)
+    search.add_argument("--json", action="store_true", help="Print JSON.")
+    where(search)
+    search.set_defaults(func=cmd_devices_search)
+
+    sim = sub.add_parser("simulate", help="Start N simulated cameras on loopback (and "
+                                          "register them with --workdir / --db).")
+    sim.add_argument("--cameras", type=int, required=True)
+    sim.add_argument("--port", type=int, default=0, help="Default: any free port.")
+    sim.add_argument("--center", default="40.4237,-86.9212",
+                     help="LAT,LON the cameras are placed around.")
+    sim.add_argument("--spread-km", type=float, default=10.0)
+    sim.add_argument("--city", default="Simulated City")
+    sim.add_argument("--country", default="Simulated Country")
+    sim.add_argument("--interval-s", type=positive, default=1.0,
+                     help="Poll interval registered for each camera.")
+    sim.add_argument("--change-every-s", type=positive, default=1.0,
+                     help="How often each camera's picture changes.")
+    sim.add_argument("--behaviours", default="",
+                     help="Fractions of misbehaving cameras, e.g. dead=0.01,slow=0.02 "
+                          "(also flapping, malformed, oversized, basic, digest).")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--duration-s", type=positive, help="Stop after this long.")
+    where(sim)
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tlc_jax.live.db import DatabaseError
+    from tlc_jax.live.registry import InvalidDevice
+
+    from absl import flags
+
+    args = build_parser().parse_args(argv)
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # absl logging without absl's flag parsing.
+    logging.use_absl_handler()
+    logging.set_verbosity(logging.INFO)
+    for noisy in ("httpx", "alembic"):
+        std_logging.getLogger(noisy).setLevel(std_logging.WARNING)
+    try:
+        return args.func(args)
+    except (DatabaseError, InvalidDevice, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
