@@ -70,3 +70,23 @@ def test_run_loop_batches_frames_from_the_queue(run_dir):
 def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="work directory of a run"):
         Analyzer(tmp_path)
+
+
+def test_large_jpeg_frames_decode_reduced_to_the_model_input(run_dir):
+    """A 1080p JPEG camera frame becomes the model's 8x8 grey input, decoded at 1/8 scale
+    by Pillow's draft mode: within a few grey levels of decoding it whole."""
+    import numpy as np
+
+    analyzer = Analyzer(run_dir, batch_sizes=(1,))
+    digit = load_digits().images[0, :, :, 0]
+    big = Image.fromarray(digit).resize((1920, 1080), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    big.convert("RGB").save(buf, "JPEG", quality=95)
+    frame = D.make_frame("cam", buf.getvalue(), D.DEFAULT_MAX_PIXELS)
+    x = analyzer.preprocess(frame)
+    assert x.shape == (8, 8, 1) and x.dtype == np.uint8
+    with Image.open(io.BytesIO(frame.data)) as im:  # The whole decode, as reference.
+        im.load()
+        assert im.size == (1920, 1080)
+        full = np.asarray(im.convert("L").resize((8, 8), Image.Resampling.BILINEAR))
+    assert np.abs(x[..., 0].astype(int) - full.astype(int)).mean() < 4

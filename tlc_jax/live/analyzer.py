@@ -84,6 +84,9 @@ class Analyzer:
 
         h, w, c = self.image_shape
         with Image.open(io.BytesIO(frame.data)) as im:
+            # JPEG: decode at the smallest of 1/1..1/8 scale that still covers the
+            # model's input (a 1080p camera frame for a 32 px model decodes 8x smaller).
+            im.draft("L" if c == 1 else "RGB", (w, h))
             im = im.convert("L" if c == 1 else "RGB").resize((w, h),
                                                              Image.Resampling.BILINEAR)
             return np.asarray(im, np.uint8).reshape(h, w, c)

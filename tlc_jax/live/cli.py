@@ -62,7 +62,13 @@ def cmd_run(args) -> int:
 
     workdir = Path(args.workdir)
     database = _database(args)
-    analyzer = Analyzer(args.checkpoint, batch_sizes=args.batch_sizes, top_k=args.top_k)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every step of a restore.
+    try:
+        analyzer = Analyzer(args.checkpoint, batch_sizes=args.batch_sizes,
+                            top_k=args.top_k)
+    finally:
+        logging.set_verbosity(verbosity)
     config = ServiceConfig(
         max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
         refresh_s=args.refresh_s,
