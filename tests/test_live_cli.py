@@ -74,7 +74,7 @@ def test_simulate_then_run_stores_predictions(tmp_path, trained_run):
         run = subprocess.run(
             [sys.executable, "-m", "tlc_jax.live", "run", "--workdir", str(workdir),
              "--checkpoint", str(trained_run), "--duration-s", "6", "--batch-sizes", "1,8",
-             "--timeout-s", "1", "--report-every-s", "2"],
+             "--timeout-s", "1", "--report-every-s", "2", "--allow", "127.0.0.1"],
             capture_output=True, text=True, env=env, timeout=300)
     finally:
         sim.terminate()

@@ -17,7 +17,7 @@ from tlc_jax.live.store import FrameStore
 
 BEHAVIOURS = {3: "dead", 4: "slow", 5: "malformed", 6: "digest", 7: "flapping"}
 FAST = dict(timeout_s=0.4, refresh_s=0.2, fail_after=2, retry_failing_s=0.5,
-            max_wait_s=0.02, health_every_s=0.3)
+            max_wait_s=0.02, health_every_s=0.3, allow=("127.0.0.1",))
 
 
 @pytest.fixture(scope="module")
@@ -176,4 +176,20 @@ def test_a_failed_insert_leaves_no_orphan_file(db_url, tmp_path, cameras):
     with pytest.raises(sa.exc.IntegrityError):
         service.store_frames([frame])
     assert store.files() == []
+    database.dispose()
+
+
+def test_loopback_cameras_are_refused_unless_allowed(db_url, tmp_path, cameras):
+    database = DB.open_database(db_url)
+    rows = cameras.device_rows(interval_s=0.1)[:1]
+    rows.append({**rows[0], "name": "by-name",
+                 "url": cameras.url(1).replace("127.0.0.1", "localhost")})
+    register(database, rows)
+    config = dict(FAST, allow=())
+    service = LiveService(database, FrameStore(tmp_path / "frames"), None,
+                          ServiceConfig(**config))
+    run_for(service, 1.0)
+    assert frame_counts(database) == {"cam-0000": 0, "by-name": 0}
+    assert service.runtime.counters["rejected:forbidden_address"] >= 2
+    assert service.runtime.status["by-name"].last_reason == "forbidden_address"
     database.dispose()

@@ -86,7 +86,8 @@ def run(args) -> dict:
                             batch_sizes=[int(b) for b in args.batch_sizes.split(",")])
         config = ServiceConfig(max_concurrency=args.max_concurrency,
                                connections_per_client=args.connections_per_client,
-                               timeout_s=args.timeout_s)
+                               timeout_s=args.timeout_s,
+                               allow=("127.0.0.1",))  # The simulated cameras.
         service = LiveService(database, FrameStore(workdir / "frames"), analyzer, config)
         marks = {}
 

@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
         logging.set_verbosity(verbosity)
     config = ServiceConfig(
         max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
-        refresh_s=args.refresh_s,
+        refresh_s=args.refresh_s, allow=tuple(args.allow),
         retention_max_bytes=None if args.max_store_gb is None
         else int(args.max_store_gb * 2**30),
         retention_max_age_s=None if args.max_age_days is None
@@ -251,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout-s", type=positive, default=10.0, help="Per fetch.")
     run.add_argument("--refresh-s", type=positive, default=5.0,
                      help="How often the device list is re-read from the database.")
+    run.add_argument("--allow", action="append", default=[],
+                     help="A network (CIDR), IP or host name that devices may be at although "
+                          "it is loopback / private / link-local (refused otherwise, against "
+                          "request forgery). Repeat or comma-separate; e.g. --allow "
+                          "127.0.0.1 for `simulate` cameras.")
     run.add_argument("--max-store-gb", type=positive, help="Frame store size limit.")
     run.add_argument("--max-age-days", type=positive, help="Delete frames older than this.")
     run.add_argument("--duration-s", type=positive,
@@ -284,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_devices_search)
 
     sim = sub.add_parser("simulate", help="Start N simulated cameras on loopback (and "
-                                          "register them with --workdir / --db).")
+                                          "register them with --workdir / --db); `run` "
+                                          "needs --allow 127.0.0.1 to poll them.")
     sim.add_argument("--cameras", type=int, required=True)
     sim.add_argument("--port", type=int, default=0, help="Default: any free port.")
     sim.add_argument("--center", default="40.4237,-86.9212",

@@ -27,6 +27,8 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import httpx
 
+from tlc_jax.live import ssrf
+
 DEFAULT_MAX_BYTES = 8 << 20  # 8 MiB per frame.
 DEFAULT_MAX_PIXELS = 40_000_000  # About 7,000 x 5,700.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -133,6 +135,8 @@ async def _response(device: str, client: httpx.AsyncClient, url: str, **kwargs: 
             yield response
     except httpx.TimeoutException:
         raise FrameRejected(device, "timeout") from None
+    except ssrf.Forbidden as e:  # A private / loopback / metadata address: not allowed.
+        raise FrameRejected(device, "forbidden_address", e.kind) from None
     except httpx.TransportError as e:
         raise FrameRejected(device, "unreachable", type(e).__name__) from None
 

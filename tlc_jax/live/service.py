@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from absl import logging
 
 from tlc_jax.fileio import write_json_atomic
-from tlc_jax.live import registry
+from tlc_jax.live import registry, ssrf
 from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow, PredictionRow
 from tlc_jax.live.devices import Frame
 from tlc_jax.live.runtime import LatestFrameQueue, Runtime
@@ -55,6 +55,11 @@ class ServiceConfig:
     refresh_s: float = 5.0  # How often the device list is re-read from the database.
     fail_after: int = 5  # Consecutive errors before a device is marked failing.
     retry_failing_s: float = 600.0  # Poll interval of a failing device.
+    # Addresses the run-time may fetch from although they are loopback, private,
+    # link-local or metadata addresses (tlc_jax/live/ssrf.py): CIDR networks, IPs or
+    # host names, e.g. ("10.1.2.0/24", "camera.local"). Everything else private is
+    # refused (counted as rejected:forbidden_address).
+    allow: tuple[str, ...] = ()
     ingest_queue: int = 2048  # Fetched frames waiting to be stored (oldest dropped).
     analyzer_queue: int = 512  # Stored frames waiting to be classified (oldest dropped).
     write_batch: int = 64  # Frames stored per database transaction, at most.
@@ -101,7 +106,8 @@ class LiveService:
             n = max(1, -(-c.max_concurrency // c.connections_per_client))
             limits = httpx.Limits(max_connections=c.connections_per_client,
                                   max_keepalive_connections=c.connections_per_client)
-            clients = [httpx.AsyncClient(limits=limits, follow_redirects=False)
+            allow = ssrf.AllowList.parse(c.allow)
+            clients = [ssrf.guarded_client(allow, limits=limits, follow_redirects=False)
                        for _ in range(n)]
         else:
             clients = [client]
