@@ -253,3 +253,26 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
     if migrate:
         db.migrate()
     return db
+
+
+class ApiKeyRow(Base):
+    """A key of the HTTP API (`tlc_jax.live.apikeys`): only the SHA-256 of the secret
+    token is stored, with a short non-secret prefix of it to find the row. Revoked keys
+    stay (revoked_at set) for the record; names are never reused."""
+
+    __tablename__ = "api_keys"
+
+    id: orm.Mapped[int] = orm.mapped_column(_id_type(), primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(200), unique=True)
+    prefix: orm.Mapped[str] = orm.mapped_column(sa.String(16), index=True)
+    sha256: orm.Mapped[str] = orm.mapped_column(sa.String(64), unique=True)
+    scopes: orm.Mapped[list[str]] = orm.mapped_column(sa.JSON)  # Of "read", "write", "admin".
+    rate_per_min: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    created_at: orm.Mapped[float] = orm.mapped_column(sa.Double, default=time.time)
+    last_used_at: orm.Mapped[float | None] = orm.mapped_column(sa.Double)
+    revoked_at: orm.Mapped[float | None] = orm.mapped_column(sa.Double)
+
+    __table_args__ = (sa.CheckConstraint("rate_per_min > 0", name="rate_per_min"),)
+
+    def __repr__(self) -> str:  # No hash.
+        return f"ApiKeyRow(id={self.id}, name={self.name!r}, prefix={self.prefix!r})"
