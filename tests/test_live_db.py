@@ -24,7 +24,7 @@ def test_migrations_reach_head_and_match_the_models(database):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert database.revision() == database.head() == "0002"
+    assert database.revision() == database.head() == "0003"
     with database.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), DB.Base.metadata)
     assert diff == []
@@ -32,7 +32,7 @@ def test_migrations_reach_head_and_match_the_models(database):
     assert database.revision() is None
     assert "devices" not in sa.inspect(database.engine).get_table_names()
     database.migrate()
-    assert database.revision() == "0002"
+    assert database.revision() == "0003"
     DB.open_database(str(database.url.render_as_string(hide_password=False))).dispose()
 
 

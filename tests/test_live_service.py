@@ -154,7 +154,7 @@ def test_retention_forgets_rows_before_deleting_files(db_url, tmp_path, cameras)
     database.dispose()
 
 
-def test_a_failed_insert_leaves_no_orphan_file(db_url, tmp_path, cameras):
+def test_a_failed_or_refused_insert_leaves_no_orphan_file(db_url, tmp_path, cameras):
     import httpx
 
     from tlc_jax.live.devices import make_device
@@ -171,11 +171,19 @@ def test_a_failed_insert_leaves_no_orphan_file(db_url, tmp_path, cameras):
                                      url=cameras.url(0)).fetch(client)
 
     frame = asyncio.run(fetch())
-    with database.transaction() as session:  # Gone after the cache was filled.
-        session.execute(sa.delete(DB.DeviceRow))
-    with pytest.raises(sa.exc.IntegrityError):
+
+    def broken(*args):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database went away"))
+
+    service.leases.still_held, held = broken, service.leases.still_held
+    with pytest.raises(sa.exc.OperationalError):
         service.store_frames([frame])
     assert store.files() == []
+    service.leases.still_held = held
+    with database.transaction() as session:  # Gone (and its lease) since the refresh.
+        session.execute(sa.delete(DB.DeviceRow))
+    assert service.store_frames([frame]) == []
+    assert store.files() == [] and service.counters["dropped:lease_lost"] == 1
     database.dispose()
 
 

@@ -56,22 +56,32 @@ async def _until(stop: asyncio.Event, duration_s: float | None) -> None:
 
 
 def cmd_run(args) -> int:
-    from tlc_jax.live.analyzer import Analyzer
     from tlc_jax.live.service import LiveService, ServiceConfig
     from tlc_jax.live.store import FrameStore
 
+    if not args.workdir:
+        raise SystemExit("run needs --workdir (frames, health.json; the SQLite database "
+                         "unless --db).")
+    if args.role != "runtime" and not args.checkpoint:
+        raise SystemExit(f"--role {args.role} classifies frames: give --checkpoint (the "
+                         f"work directory of a tlc_jax.main run).")
     workdir = Path(args.workdir)
     database = _database(args)
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every step of a restore.
-    try:
-        analyzer = Analyzer(args.checkpoint, batch_sizes=args.batch_sizes,
-                            top_k=args.top_k)
-    finally:
-        logging.set_verbosity(verbosity)
+    analyzer = None
+    if args.role != "runtime":
+        from tlc_jax.live.analyzer import Analyzer
+
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every step of a restore.
+        try:
+            analyzer = Analyzer(args.checkpoint, batch_sizes=args.batch_sizes,
+                                top_k=args.top_k)
+        finally:
+            logging.set_verbosity(verbosity)
     config = ServiceConfig(
         max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
-        refresh_s=args.refresh_s, allow=tuple(args.allow),
+        refresh_s=args.refresh_s, allow=tuple(args.allow), role=args.role,
+        lease_s=args.lease_s,
         retention_max_bytes=None if args.max_store_gb is None
         else int(args.max_store_gb * 2**30),
         retention_max_age_s=None if args.max_age_days is None
@@ -88,8 +98,9 @@ def cmd_run(args) -> int:
         await task
         await report
 
-    logging.info("Live service: %r, model %s (step %d), frames in %s.", database,
-                 analyzer.run_dir, analyzer.step, workdir / "frames")
+    logging.info("Live service (%s): %r, model %s, frames in %s.", args.role, database,
+                 f"{analyzer.run_dir} (step {analyzer.step})" if analyzer else "none",
+                 workdir / "frames")
     asyncio.run(main())
     health = service.health()
     print(json.dumps({k: health[k] for k in ("counters", "latency_s", "failing",
@@ -240,8 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="Poll the devices, store frames, classify them.")
     where(run)
-    run.add_argument("--checkpoint", required=True,
-                     help="Work directory of a tlc_jax.main run (model.json + checkpoints).")
+    run.add_argument("--checkpoint",
+                     help="Work directory of a tlc_jax.main run (model.json + checkpoints); "
+                          "not needed with --role runtime.")
+    run.add_argument("--role", choices=("all", "runtime", "analyzer"), default="all",
+                     help="all: poll, store and classify; runtime: poll and store; "
+                          "analyzer: classify what others stored. Any number of each "
+                          "share one database (devices leased, frames claimed).")
+    run.add_argument("--lease-s", type=positive, default=30.0,
+                     help="Device lease length: a crashed process's devices move to the "
+                          "others within this time.")
     run.add_argument("--batch-sizes", type=sizes, default=[1, 8, 32],
                      help="Fixed analyzer batch sizes, each compiled at start (default "
                           "1,8,32).")

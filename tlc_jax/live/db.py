@@ -6,7 +6,10 @@ Tables:
   region / country, owner sector, poll interval, active flag);
 - `frames`: one stored frame (device, capture time, path in the frame store, hash, size);
 - `predictions`: top-k classes with probabilities of a frame under a model version;
-- `model_versions`: a trained run (its directory, checkpoint step and class names).
+- `model_versions`: a trained run (its directory, checkpoint step and class names);
+- `workers`, `device_leases`, `frame_claims`: how several processes share devices and
+  frames (`tlc_jax/live/leases.py`);
+- `api_keys`: keys of the HTTP API, hashed.
 
 Times are Unix seconds (UTC) in double-precision columns: the same on SQLite and
 PostgreSQL, and bucketed by plain arithmetic in either.
@@ -131,6 +134,41 @@ class PredictionRow(Base):
     created_at: orm.Mapped[float] = orm.mapped_column(sa.Double, default=time.time)
 
     __table_args__ = (sa.UniqueConstraint("frame_id", "model_version_id"),)
+
+
+class WorkerRow(Base):
+    """A live process (`tlc_jax.live.leases`): its role and last heartbeat."""
+
+    __tablename__ = "workers"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(100), primary_key=True)
+    role: orm.Mapped[str] = orm.mapped_column(sa.String(20))  # runtime / analyzer / all
+    host: orm.Mapped[str] = orm.mapped_column(sa.String(200))
+    pid: orm.Mapped[int] = orm.mapped_column(sa.Integer)
+    started_at: orm.Mapped[float] = orm.mapped_column(sa.Double)
+    heartbeat_at: orm.Mapped[float] = orm.mapped_column(sa.Double, index=True)
+
+
+class DeviceLeaseRow(Base):
+    """Which run-time process polls a device, until when."""
+
+    __tablename__ = "device_leases"
+
+    device_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    owner: orm.Mapped[str] = orm.mapped_column(sa.String(100), index=True)
+    expires_at: orm.Mapped[float] = orm.mapped_column(sa.Double)
+
+
+class FrameClaimRow(Base):
+    """Which analyzer process classifies a frame, until when."""
+
+    __tablename__ = "frame_claims"
+
+    frame_id: orm.Mapped[int] = orm.mapped_column(
+        sa.ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True)
+    owner: orm.Mapped[str] = orm.mapped_column(sa.String(100), index=True)
+    expires_at: orm.Mapped[float] = orm.mapped_column(sa.Double)
 
 
 class DatabaseError(RuntimeError):

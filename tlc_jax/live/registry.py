@@ -290,8 +290,13 @@ def export_csv(session: orm.Session, path: str | os.PathLike, *,
 def runtime_devices(session: orm.Session) -> dict[str, tuple[Device, float]]:
     """Active devices as the run-time wants them (name -> (device, interval)). A row
     edited into an invalid state is logged and left out, never crashes the run-time."""
+    return runtime_devices_of(session.scalars(sa.select(DeviceRow).where(DeviceRow.active)))
+
+
+def runtime_devices_of(rows: Iterable[DeviceRow]) -> dict[str, tuple[Device, float]]:
+    """`runtime_devices` of the given rows."""
     out = {}
-    for row in session.scalars(sa.select(DeviceRow).where(DeviceRow.active)):
+    for row in rows:
         try:
             out[row.name] = (DeviceSpec.from_row(row).device(), row.poll_interval_s)
         except (InvalidDevice, ValueError, TypeError) as e:

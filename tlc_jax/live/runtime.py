@@ -90,8 +90,12 @@ class Runtime:
     def __init__(self, list_devices: Callable[[], dict[str, tuple[Device, float]]],
                  queue: LatestFrameQueue, *, max_concurrency: int = 64,
                  timeout_s: float = 10.0, refresh_s: float = 5.0, backoff_base_s: float = 1.0,
-                 fail_after: int = 5, retry_failing_s: float = 600.0, seed: int = 0):
+                 fail_after: int = 5, retry_failing_s: float = 600.0, seed: int = 0,
+                 initial_hash: Callable[[str], str] | None = None):
         self.list_devices = list_devices
+        # The hash of a device's last stored frame, when it starts being polled (a
+        # device taken over from another process: its next frame is compared with it).
+        self.initial_hash = initial_hash or (lambda name: "")
         self.queue = queue
         self.timeout_s, self.refresh_s = timeout_s, refresh_s
         self.backoff = dict(base_s=backoff_base_s, fail_after=fail_after,
@@ -153,7 +157,8 @@ class Runtime:
             task.cancel()
 
     async def _poll(self, device: Device, interval_s: float, client) -> None:
-        status = self.status.setdefault(device.name, DeviceStatus())
+        status = self.status.setdefault(
+            device.name, DeviceStatus(last_hash=self.initial_hash(device.name)))
         backoff = Backoff(interval_s, **self.backoff)
         loop = asyncio.get_running_loop()
         while True:

@@ -36,8 +36,9 @@ import sqlalchemy as sa
 from absl import logging
 
 from tlc_jax.fileio import write_json_atomic
-from tlc_jax.live import registry, ssrf
-from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow, PredictionRow
+from tlc_jax.live import leases, registry, ssrf
+from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow
+from tlc_jax.live.leases import DeviceLeases, FrameClaims
 from tlc_jax.live.devices import Frame
 from tlc_jax.live.runtime import LatestFrameQueue, Runtime
 from tlc_jax.live.store import FrameStore
@@ -69,6 +70,21 @@ class ServiceConfig:
     retention_every_s: float = 60.0
     health_every_s: float = 5.0
     latency_window: int = 10_000  # Latest frame-to-prediction latencies kept.
+    # What this process does (several processes share devices and frames through the
+    # database, tlc_jax/live/leases.py): "all" polls, stores and classifies (frames go
+    # to its analyzer in memory); "runtime" polls and stores; "analyzer" classifies
+    # frames that others stored, claimed from the database.
+    role: str = "all"
+    lease_s: float = 30.0  # Device leases last this long; renewed every refresh_s.
+    claim_s: float = 60.0  # An analyzer's claim on a batch of frames lasts this long.
+    classify_max_age_s: float = 300.0  # Analyzer processes skip older frames.
+
+    def __post_init__(self):
+        if self.role not in ("all", "runtime", "analyzer"):
+            raise ValueError(f"role must be all, runtime or analyzer; got {self.role!r}.")
+        if not self.refresh_s * 2 < self.lease_s:
+            raise ValueError(f"refresh_s ({self.refresh_s}) must be under half of lease_s "
+                             f"({self.lease_s}): leases are renewed at each refresh.")
 
 
 class LiveService:
@@ -76,6 +92,16 @@ class LiveService:
                  config: ServiceConfig = ServiceConfig(), *,
                  health_path: str | os.PathLike | None = None, seed: int = 0):
         self.db, self.store, self.analyzer, self.config = db, store, analyzer, config
+        if config.role == "analyzer" and analyzer is None:
+            raise ValueError("role 'analyzer' needs an analyzer (a --checkpoint).")
+        if config.role == "runtime":
+            self.analyzer = None  # Frames are left for analyzer processes.
+        self.leases = (DeviceLeases(db, lease_s=config.lease_s, role=config.role)
+                       if config.role != "analyzer" else None)
+        self.claims = (FrameClaims(db, claim_s=config.claim_s,
+                                   max_age_s=config.classify_max_age_s)
+                       if config.role == "analyzer" else None)
+        self._initial_hashes: dict[str, str] = {}
         self.health_path = Path(health_path) if health_path else None
         self.ingest: LatestFrameQueue[Frame] = LatestFrameQueue(config.ingest_queue)
         self.to_classify: LatestFrameQueue[tuple[int, Frame]] = LatestFrameQueue(
@@ -84,7 +110,8 @@ class LiveService:
                                max_concurrency=config.max_concurrency,
                                timeout_s=config.timeout_s, refresh_s=config.refresh_s,
                                fail_after=config.fail_after,
-                               retry_failing_s=config.retry_failing_s, seed=seed)
+                               retry_failing_s=config.retry_failing_s, seed=seed,
+                               initial_hash=lambda n: self._initial_hashes.pop(n, ""))
         self.counters: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(
             maxlen=config.latency_window)
@@ -100,7 +127,8 @@ class LiveService:
         if self.analyzer is not None:
             self.model_version_id = await asyncio.to_thread(self._register_model)
             await asyncio.to_thread(self.analyzer.warm_up)
-        own_clients = client is None
+        own_clients = client is None and self.config.role != "analyzer"
+        clients = [client]
         if own_clients:  # Small pools: see Runtime.run.
             c = self.config
             n = max(1, -(-c.max_concurrency // c.connections_per_client))
@@ -109,20 +137,23 @@ class LiveService:
             allow = ssrf.AllowList.parse(c.allow)
             clients = [ssrf.guarded_client(allow, limits=limits, follow_redirects=False)
                        for _ in range(n)]
-        else:
-            clients = [client]
         self.started_at = time.time()
         self._writer_done = asyncio.Event()
-        stages = [self.runtime.run(clients, stop), self._writer(stop),
-                  self._retention(stop), self._health_loop(stop)]
-        if self.analyzer is not None:
-            stages.append(self._classifier(stop))
+        stages = [self._retention(stop), self._health_loop(stop)]
+        if self.config.role == "analyzer":
+            stages.append(self._claimer(stop))
+        else:
+            stages += [self.runtime.run(clients, stop), self._writer(stop)]
+            if self.analyzer is not None:
+                stages.append(self._classifier(stop))
         try:
             await asyncio.gather(*stages)
         finally:
             if own_clients:
                 for c in clients:
                     await c.aclose()
+            if self.leases is not None:  # A clean stop hands devices over at once.
+                await asyncio.to_thread(self.leases.release_all)
             self.write_health()
 
     async def _batch(self, queue: LatestFrameQueue, size: int, wait_s: float,
@@ -184,6 +215,23 @@ class LiveService:
                 logging.error("Could not classify %d frames: %s: %s", len(items),
                               type(e).__name__, e)
 
+    async def _claimer(self, stop: asyncio.Event) -> None:
+        """Role "analyzer": classify frames that run-time processes stored."""
+        largest = self.analyzer.batch_sizes[-1]
+        while not stop.is_set():
+            try:
+                n = await asyncio.to_thread(self.classify_claimed, largest)
+            except Exception as e:  # noqa: BLE001
+                self.counters["classify_errors"] += 1
+                logging.error("Could not classify claimed frames: %s: %s",
+                              type(e).__name__, e)
+                n = 0
+            if n == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.config.max_wait_s * 4)
+                except asyncio.TimeoutError:
+                    pass
+
     async def _retention(self, stop: asyncio.Event) -> None:
         c = self.config
         if c.retention_max_bytes is None and c.retention_max_age_s is None:
@@ -211,10 +259,20 @@ class LiveService:
     # ------------------------------------------------------------------ the work (threads)
 
     def _list_devices(self):
+        """The devices this process holds leases on (renewed here, every refresh)."""
+        lease = self.leases.renew()
         with self.db.session() as session:
-            devices = registry.runtime_devices(session)
-            self._device_ids = dict(session.execute(
-                sa.select(DeviceRow.name, DeviceRow.id)).all())
+            rows = session.scalars(sa.select(DeviceRow).where(
+                DeviceRow.id.in_(lease.held), DeviceRow.active)).all()
+            devices = registry.runtime_devices_of(rows)
+            names = {r.id: r.name for r in rows}
+            if lease.acquired:
+                hashes = leases.last_hashes(session, sorted(lease.acquired))
+                self._initial_hashes.update({names[i]: h for i, h in hashes.items()
+                                             if i in names})
+        self._device_ids = {name: i for i, name in names.items()}
+        self.counters["leases_acquired"] += len(lease.acquired)
+        self.counters["leases_released"] += len(lease.released)
         return devices
 
     def _register_model(self) -> int:
@@ -231,32 +289,35 @@ class LiveService:
             return row.id
 
     def store_frames(self, frames: list[Frame]) -> list[tuple[int, Frame]]:
-        """Files first, then their rows in one transaction; files of a failed
-        transaction are deleted again."""
-        missing = {f.device for f in frames} - set(self._device_ids)
-        if missing:  # Added since the last refresh.
-            with self.db.session() as session:
-                self._device_ids.update(session.execute(sa.select(
-                    DeviceRow.name, DeviceRow.id).where(DeviceRow.name.in_(missing))
-                ).all())
-        known = [f for f in frames if f.device in self._device_ids]
+        """Files first, then their rows in one transaction, for the devices whose lease
+        this process still holds (checked and locked in that transaction); files of
+        refused frames or of a failed transaction are deleted again."""
+        ids_by_name = self._device_ids
+        known = [f for f in frames if f.device in ids_by_name]
         self.counters["dropped:device_removed"] += len(frames) - len(known)
         paths = [self.store.put(f) for f in known]
+        kept: list[tuple[Frame, str]] = []
         try:
             with self.db.transaction() as session:
-                rows = [FrameRow(device_id=self._device_ids[f.device],
-                                 captured_at=f.captured_at, path=p, sha256=f.sha256,
-                                 size=len(f.data), width=f.width, height=f.height)
-                        for f, p in zip(known, paths)]
-                session.add_all(rows)
-                session.flush()
-                ids = [r.id for r in rows]
+                held = self.leases.still_held(session, {ids_by_name[f.device]
+                                                        for f in known})
+                kept = [(f, p) for f, p in zip(known, paths)
+                        if ids_by_name[f.device] in held]
+                rows = [dict(device_id=ids_by_name[f.device], captured_at=f.captured_at,
+                             path=p, sha256=f.sha256, size=len(f.data), width=f.width,
+                             height=f.height) for f, p in kept]
+                ids = list(session.scalars(sa.insert(FrameRow).returning(
+                    FrameRow.id, sort_by_parameter_order=True), rows)) if rows else []
         except Exception:
             for p in paths:
                 self.store.delete(p)
             raise
+        for f, p in zip(known, paths):
+            if ids_by_name[f.device] not in held:
+                self.store.delete(p)
+        self.counters["dropped:lease_lost"] += len(known) - len(kept)
         self.counters["stored"] += len(ids)
-        return list(zip(ids, known))
+        return list(zip(ids, (f for f, _ in kept)))
 
     def classify_frames(self, items: list[tuple[int, Frame]]) -> None:
         ids, frames = zip(*items)
@@ -268,15 +329,32 @@ class LiveService:
                      created_at=now)
                 for i, p in zip(ids, predictions)]
         with self.db.transaction() as session:
-            # Frames deleted by retention meanwhile have no row left to predict for.
-            alive = set(session.scalars(sa.select(FrameRow.id).where(FrameRow.id.in_(ids))))
-            rows = [r for r in rows if r["frame_id"] in alive]
-            if rows:
-                session.execute(sa.insert(PredictionRow), rows)
+            # Frames deleted by retention meanwhile are skipped; so is a frame another
+            # process classified first.
+            inserted = leases.insert_predictions(session, rows)
+            if self.claims is not None:
+                self.claims.done(session, ids)
         done = time.time()
-        self.counters["predictions"] += len(rows)
-        self.counters["dropped:frame_expired"] += len(items) - len(rows)
+        self.counters["predictions"] += inserted
+        self.counters["dropped:frame_expired"] += len(items) - inserted
         self.latencies.extend(done - f.captured_at for f in frames)
+
+    def classify_claimed(self, limit: int) -> int:
+        """Role "analyzer": claim up to `limit` frames, classify, store; returns how many
+        were claimed."""
+        rows = self.claims.claim(self.model_version_id, limit)
+        items = []
+        for row in rows:
+            try:
+                data = (self.store.root / row.path).read_bytes()
+            except FileNotFoundError:  # Deleted by retention since.
+                self.counters["dropped:frame_expired"] += 1
+                continue
+            items.append((row.id, Frame(str(row.device_id), row.captured_at, data,
+                                        row.sha256, row.width, row.height)))
+        if items:
+            self.classify_frames(items)
+        return len(rows)
 
     def enforce_retention(self) -> int:
         c = self.config
