@@ -597,7 +597,7 @@ def test_health_reports_the_service_and_the_database(make_client, database, monk
     odd = make_client(health=lambda: {"latency_s": {"p50": math.nan, "n": (1, 2)}})
     assert odd.get("/health").json()["service"] == {"latency_s": {"p50": None, "n": [1, 2]}}
     assert body["database"] == {"ok": True, "backend": database.engine.dialect.name,
-                                "revision": "0002"}
+                                "revision": "0003"}
     assert make_client().get("/health").json()["service"] is None
 
     def broken():

@@ -112,3 +112,71 @@ def test_live_benchmark_on_a_tiny_fleet(tmp_path, trained_run, capsys):
     assert table.strip() in capsys.readouterr().out
     with pytest.raises(SystemExit):
         live.main(["--checkpoint", "x", "--cameras", "0"])
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_keys_and_serve(tmp_path, capsys):
+    import time
+
+    import httpx
+
+    from tlc_jax.live import leases
+
+    w = ["--workdir", str(tmp_path)]
+    assert main(["keys", "create", "ops", "--scope", "write", *w]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("tlc_")
+    assert main(["keys", "create", "ops", *w]) == 2  # Names are never reused.
+    assert "ops" in capsys.readouterr().err
+    assert main(["keys", "create", "gone", *w]) == 0
+    assert main(["keys", "revoke", "gone", *w]) == 0
+    assert main(["keys", "list", *w]) == 0
+    listing = capsys.readouterr().out
+    assert "ops" in listing and "write" in listing and "revoked" in listing
+    assert token not in listing and token[12:] not in listing
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tlc_jax.live", "serve", *w,
+                               "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                health = httpx.get(f"{base}/api/v1/health").json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(server.stderr.read() if server.poll() is not None
+                                 else "serve did not answer")
+        assert health["status"] == "ok" and health["service"] is None
+        database = DB.open_database(DB.default_url(tmp_path))
+        for i, stored in enumerate((5, 7)):  # Two live processes report.
+            leases.publish_health(database, f"w{i}", "runtime", {
+                "counters": {"stored": stored, "dropped:ingest": i},
+                "failing": {f"cam-{i}": "timeout"}, "queues": {"ingest": 1},
+                "latency_s": None, "uptime_s": 10.0 + i, "devices_polled": 3})
+        service = httpx.get(f"{base}/api/v1/health").json()["service"]
+        assert service["counters"] == {"dropped:ingest": 1, "stored": 12}
+        assert service["failing"] == {"cam-0": "timeout", "cam-1": "timeout"}
+        assert service["devices_polled"] == 6 and len(service["workers"]) == 2
+        page = httpx.get(f"{base}/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        body = {"name": "cam-x", "kind": "http_snapshot",
+                "params": {"url": "http://203.0.113.7/a.jpg"}}
+        assert httpx.post(f"{base}/api/v1/devices", json=body).status_code == 401
+        created = httpx.post(f"{base}/api/v1/devices", json=body,
+                             headers={"Authorization": f"Bearer {token}"})
+        assert created.status_code == 201, created.text
+        database.dispose()
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -164,6 +164,8 @@ def test_spec_validation_messages():
         R.DeviceSpec("x", "http_snapshot", {"url": "http://x", "auth": "ntlm"})
     with pytest.raises(R.InvalidDevice, match="name must be"):
         R.DeviceSpec("", "folder", {"path": "/tmp"})
+    with pytest.raises(R.InvalidDevice, match="without '/'"):
+        R.DeviceSpec("a/b", "folder", {"path": "/tmp"})
 
 
 PLACES = {  # name: (lat, lon, city, country)

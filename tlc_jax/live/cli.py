@@ -5,6 +5,8 @@
     python -m tlc_jax.live devices export devices.csv --workdir W [--with-credentials]
     python -m tlc_jax.live devices search --near LAT,LON --km 5 --workdir W
     python -m tlc_jax.live simulate --cameras N --workdir W
+    python -m tlc_jax.live serve --workdir W [--port 8000]     # API + web interface
+    python -m tlc_jax.live keys create NAME --scope write --workdir W
 
 The database is `--db URL` (sqlite:///... or postgresql://user:pass@host/db), or else
 SQLite at W/live.db. Frames go to W/frames/, the service's health to W/health.json.
@@ -126,6 +128,56 @@ async def _report(service, stop: asyncio.Event, every_s: float) -> None:
                      sum(v for k, v in c.items() if k.startswith("rejected:")),
                      sum(v for k, v in c.items() if k.startswith("dropped:")),
                      latency.get("p50", float("nan")), latency.get("p95", float("nan")))
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from tlc_jax.live.api import create_app
+    from tlc_jax.live.leases import fleet_health
+    from tlc_jax.live.webui import mount_web
+
+    database = _database(args)
+    frames = Path(args.frames_root) if args.frames_root else (
+        Path(args.workdir) / "frames" if args.workdir else None)
+
+    def health():
+        with database.session() as session:
+            return fleet_health(session)
+
+    app = mount_web(create_app(database, frames_root=frames, health=health,
+                               read_requires_key=args.read_requires_key))
+    logging.info("Serving the API and web interface of %r on http://%s:%d/ (frames from "
+                 "%s).", database, args.host, args.port, frames)
+    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=args.proxy_headers,
+                forwarded_allow_ips=args.forwarded_allow_ips, log_level="warning")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from tlc_jax.live import apikeys
+
+    database = _database(args)
+    try:
+        with database.transaction() as session:
+            if args.keys_command == "create":
+                token = apikeys.create_key(session, args.name, args.scope or ["read"],
+                                           rate_per_min=args.rate_per_min)
+                print(f"Key {args.name!r} created. Its token, shown this once only:\n"
+                      f"{token}")
+            elif args.keys_command == "revoke":
+                changed = apikeys.revoke(session, args.name)
+                print(f"Key {args.name!r} " + ("revoked." if changed
+                                              else "was already revoked."))
+            else:
+                for k in apikeys.list_keys(session):
+                    print(f"{k.name:<24} {k.prefix}...  {','.join(k.scopes):<16} "
+                          f"{k.rate_per_min}/min  "
+                          + ("active" if k.active else "revoked"))
+    except apikeys.ApiKeyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_devices_import(args) -> int:
@@ -282,6 +334,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-every-s", type=positive, default=10.0,
                      help="Progress line interval.")
     run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="Serve the HTTP API (/api/v1, /docs) and the "
+                                         "web interface (/).")
+    where(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--frames-root", help="The frame store (default: WORKDIR/frames).")
+    serve.add_argument("--read-requires-key", action="store_true",
+                       help="Reads need an API key too (writes always do).")
+    serve.add_argument("--proxy-headers", action="store_true",
+                       help="Behind a reverse proxy: take the client address from "
+                            "X-Forwarded-For (per-address rate limits).")
+    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                       help="Proxies trusted for --proxy-headers.")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke.")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    create = ksub.add_parser("create", help="Create a key; its token is printed once.")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", choices=("read", "write", "admin"),
+                        help="Repeatable; default read. write allows reads too.")
+    create.add_argument("--rate-per-min", type=int, default=600)
+    where(create)
+    revoke = ksub.add_parser("revoke", help="Revoke a key (its name is never reused).")
+    revoke.add_argument("name")
+    where(revoke)
+    listing = ksub.add_parser("list", help="List keys (never their secrets).")
+    where(listing)
+    for p in (create, revoke, listing):
+        p.set_defaults(func=cmd_keys)
 
     devices = sub.add_parser("devices", help="Import, export or search devices.")
     dsub = devices.add_subparsers(dest="devices_command", required=True)

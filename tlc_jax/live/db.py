@@ -147,6 +147,9 @@ class WorkerRow(Base):
     pid: orm.Mapped[int] = orm.mapped_column(sa.Integer)
     started_at: orm.Mapped[float] = orm.mapped_column(sa.Double)
     heartbeat_at: orm.Mapped[float] = orm.mapped_column(sa.Double, index=True)
+    # The process's latest `LiveService.health()` (counters, queues, failing devices,
+    # latency), for the operations page of any host.
+    health: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
 
 
 class DeviceLeaseRow(Base):

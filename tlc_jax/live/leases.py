@@ -24,6 +24,7 @@ processes can never both hold one lease. Lease times come from the database's cl
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -169,6 +170,77 @@ class DeviceLeases:
         self.held = set()
 
 
+def publish_health(db: Database, owner: str, role: str, health: dict) -> None:
+    """Heartbeat with the process's health snapshot (any role)."""
+    with db.transaction() as session:
+        now = db_now(session)
+        values = dict(id=owner, role=role, host=socket.gethostname()[:200], pid=os.getpid(),
+                      started_at=now, heartbeat_at=now, health=health)
+        dialect = session.get_bind().dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
+            WorkerRow.__table__)
+        session.execute(insert.values(values).on_conflict_do_update(
+            index_elements=[WorkerRow.__table__.c.id],
+            set_={"heartbeat_at": now, "health": health}))
+
+
+def forget_worker(db: Database, owner: str) -> None:
+    with db.transaction() as session:
+        session.execute(sa.delete(WorkerRow).where(WorkerRow.id == owner))
+
+
+def fleet_health(session: orm.Session, stale_s: float = 60.0) -> dict | None:
+    """The health of every live process (heartbeat within stale_s) combined, in the
+    shape of one `LiveService.health()`: counters, queue depths, rates and devices
+    polled added up, failing devices merged (device -> last error), uptime the longest,
+    latency the worst process's; plus `workers` (one entry per process) and `devices`
+    (active, leased). None when no process reports."""
+    now = db_now(session)
+    workers = session.scalars(sa.select(WorkerRow).where(
+        WorkerRow.heartbeat_at >= now - stale_s).order_by(WorkerRow.id)).all()
+    counters: collections.Counter[str] = collections.Counter()
+    failing: dict[str, str] = {}
+    listed = []
+    for w in workers:
+        h = w.health or {}
+        counters.update(h.get("counters", {}))
+        failing.update(h.get("failing", {}))
+        listed.append({"id": w.id, "role": w.role, "host": w.host, "pid": w.pid,
+                       "heartbeat_age_s": round(now - w.heartbeat_at, 3),
+                       "uptime_s": h.get("uptime_s"), "queues": h.get("queues"),
+                       "latency_s": h.get("latency_s"),
+                       "frames_per_s": h.get("frames_per_s"),
+                       "predictions_per_s": h.get("predictions_per_s"),
+                       "failing": len(h.get("failing", {}))})
+    if not workers:
+        return None
+    active = session.scalar(sa.select(sa.func.count()).select_from(DeviceRow)
+                            .where(DeviceRow.active))
+    leased = session.scalar(sa.select(sa.func.count()).select_from(DeviceLeaseRow)
+                            .where(DeviceLeaseRow.expires_at >= now))
+    healths = [w.health or {} for w in workers]
+    queues: collections.Counter[str] = collections.Counter()
+    for h in healths:
+        queues.update(h.get("queues") or {})
+    latencies = [h["latency_s"] for h in healths if h.get("latency_s")]
+    versions = sorted({h["model_version_id"] for h in healths
+                       if h.get("model_version_id") is not None})
+    return {
+        "time": max(w.heartbeat_at for w in workers),
+        "uptime_s": max((h.get("uptime_s") or 0.0) for h in healths),
+        "devices_polled": sum(h.get("devices_polled") or 0 for h in healths),
+        "failing": dict(sorted(failing.items())),
+        "queues": dict(queues),
+        "counters": dict(sorted(counters.items())),
+        "frames_per_s": sum(h.get("frames_per_s") or 0.0 for h in healths),
+        "predictions_per_s": sum(h.get("predictions_per_s") or 0.0 for h in healths),
+        "latency_s": max(latencies, key=lambda x: x["p95"]) if latencies else None,
+        "model_version_id": versions[-1] if versions else None,
+        "workers": listed,
+        "devices": {"active": active, "leased": leased},
+    }
+
+
 def last_hashes(session: orm.Session, device_ids: Sequence[int]) -> dict[int, str]:
     """The SHA-256 of each device's newest stored frame."""
     if not device_ids:
@@ -232,10 +304,16 @@ def insert_predictions(session: orm.Session, rows: list[dict]) -> int:
     rows = [r for r in rows if r["frame_id"] in alive]
     if not rows:
         return 0
+    return insert_if_absent(session, PredictionRow.__table__, rows,
+                            ["frame_id", "model_version_id"])
+
+
+def insert_if_absent(session: orm.Session, table: sa.Table, rows: list[dict],
+                     unique: list[str]) -> int:
+    """INSERT ... ON CONFLICT (unique) DO NOTHING; returns how many rows were inserted."""
     dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
-        PredictionRow.__table__)
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    primary = list(table.primary_key.columns)[0]
     result = session.execute(insert.values(rows).on_conflict_do_nothing(
-        index_elements=["frame_id", "model_version_id"]).returning(
-        PredictionRow.__table__.c.id))
+        index_elements=unique).returning(primary))
     return len(result.all())

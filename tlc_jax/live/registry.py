@@ -143,8 +143,10 @@ def _kind_fields(kind: str) -> dict[str, str]:
 
 def _problems(spec: DeviceSpec) -> list[str]:
     problems = []
-    if not spec.name or len(spec.name) > MAX_NAME or not spec.name.isprintable():
-        problems.append(f"name must be 1-{MAX_NAME} printable characters")
+    if (not spec.name or len(spec.name) > MAX_NAME or not spec.name.isprintable()
+            or "/" in spec.name):
+        problems.append(f"name must be 1-{MAX_NAME} printable characters without '/' "
+                        f"(it is part of API paths)")
     if spec.kind not in KINDS:
         problems.append(f"unknown kind {spec.kind!r} (known: {', '.join(sorted(KINDS))})")
     else:

@@ -102,6 +102,7 @@ class LiveService:
                                    max_age_s=config.classify_max_age_s)
                        if config.role == "analyzer" else None)
         self._initial_hashes: dict[str, str] = {}
+        self.worker_id = (self.leases or self.claims).owner
         self.health_path = Path(health_path) if health_path else None
         self.ingest: LatestFrameQueue[Frame] = LatestFrameQueue(config.ingest_queue)
         self.to_classify: LatestFrameQueue[tuple[int, Frame]] = LatestFrameQueue(
@@ -152,9 +153,11 @@ class LiveService:
             if own_clients:
                 for c in clients:
                     await c.aclose()
+            await asyncio.to_thread(self._final_health)
             if self.leases is not None:  # A clean stop hands devices over at once.
                 await asyncio.to_thread(self.leases.release_all)
-            self.write_health()
+            else:
+                await asyncio.to_thread(leases.forget_worker, self.db, self.worker_id)
 
     async def _batch(self, queue: LatestFrameQueue, size: int, wait_s: float,
                      stop: asyncio.Event) -> list:
@@ -247,14 +250,17 @@ class LiveService:
                 pass
 
     async def _health_loop(self, stop: asyncio.Event) -> None:
-        if self.health_path is None:
-            return
+        """Every health_every_s: the snapshot into the `workers` table (for the API of
+        any host) and, if asked, into a JSON file."""
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), self.config.health_every_s)
             except asyncio.TimeoutError:
                 pass
-            await asyncio.to_thread(self.write_health)
+            try:
+                await asyncio.to_thread(self.write_health)
+            except Exception as e:  # noqa: BLE001 - a database hiccup is not fatal.
+                logging.warning("Could not publish health: %s: %s", type(e).__name__, e)
 
     # ------------------------------------------------------------------ the work (threads)
 
@@ -277,16 +283,14 @@ class LiveService:
 
     def _register_model(self) -> int:
         a = self.analyzer
-        with self.db.transaction() as session:
-            row = session.scalars(sa.select(ModelVersionRow).where(
-                ModelVersionRow.run_dir == str(a.run_dir),
-                ModelVersionRow.step == a.step)).one_or_none()
-            if row is None:
-                row = ModelVersionRow(name=a.run_dir.name, run_dir=str(a.run_dir),
-                                      step=a.step, class_names=list(a.class_names))
-                session.add(row)
-                session.flush()
-            return row.id
+        with self.db.transaction() as session:  # Several processes may race here.
+            leases.insert_if_absent(session, ModelVersionRow.__table__, [dict(
+                name=a.run_dir.name, run_dir=str(a.run_dir), step=a.step,
+                class_names=list(a.class_names), created_at=time.time())],
+                ["run_dir", "step"])
+        with self.db.session() as session:
+            return session.scalar(sa.select(ModelVersionRow.id).where(
+                ModelVersionRow.run_dir == str(a.run_dir), ModelVersionRow.step == a.step))
 
     def store_frames(self, frames: list[Frame]) -> list[tuple[int, Frame]]:
         """Files first, then their rows in one transaction, for the devices whose lease
@@ -392,8 +396,18 @@ class LiveService:
                            "max": float(lat.max()), "n": int(lat.size)}
                           if lat.size else None),
             "model_version_id": self.model_version_id,
+            "role": self.config.role,
+            "devices_leased": len(self.leases.held) if self.leases else 0,
         }
 
+    def _final_health(self) -> None:
+        try:
+            self.write_health()
+        except Exception as e:  # noqa: BLE001 - stopping anyway.
+            logging.warning("Could not publish the final health: %s", e)
+
     def write_health(self) -> None:
+        health = self.health()
+        leases.publish_health(self.db, self.worker_id, self.config.role, health)
         if self.health_path is not None:
-            write_json_atomic(self.health_path, self.health())
+            write_json_atomic(self.health_path, health)

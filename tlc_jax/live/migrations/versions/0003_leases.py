@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('pid', sa.Integer(), nullable=False),
     sa.Column('started_at', sa.Double(), nullable=False),
     sa.Column('heartbeat_at', sa.Double(), nullable=False),
+    sa.Column('health', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workers'))
     )
     with op.batch_alter_table('workers', schema=None) as batch_op:
