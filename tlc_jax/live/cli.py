@@ -180,6 +180,15 @@ def cmd_keys(args) -> int:
     return 0
 
 
+def cmd_openapi(args) -> int:
+    from tlc_jax.live import apidoc
+
+    spec = apidoc.openapi_spec()
+    print(apidoc.openapi_markdown(spec) if args.markdown else json.dumps(spec, indent=1),
+          end="" if args.markdown else "\n")
+    return 0
+
+
 def cmd_devices_import(args) -> int:
     from tlc_jax.live import registry
 
@@ -349,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
                        help="Proxies trusted for --proxy-headers.")
     serve.set_defaults(func=cmd_serve)
+
+    openapi = sub.add_parser("openapi", help="Print the API's OpenAPI document (or, "
+                                             "with --markdown, its reference).")
+    openapi.add_argument("--markdown", action="store_true")
+    openapi.set_defaults(func=cmd_openapi)
 
     keys = sub.add_parser("keys", help="API keys: create, list, revoke.")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
