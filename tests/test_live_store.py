@@ -37,3 +37,17 @@ def test_retention_by_age_then_by_size(tmp_path):
     assert deleted == paths[2:4]
     assert [f.path for f in store.files()] == paths[4:]
     assert store.enforce_retention(max_bytes=10**9, max_age_s=10**6, now=1005.0) == []
+
+
+def test_read_returns_what_put_wrote(tmp_path):
+    import hashlib
+    import time
+
+    from tlc_jax.live.devices import Frame
+
+    store = FrameStore(tmp_path)
+    data = b"\x89PNG" + bytes(range(200))
+    path = store.put(Frame("cam/../x", time.time(), data, hashlib.sha256(data).hexdigest(),
+                           1, 1))
+    assert store.read(path) == data and path.endswith(".png")
+    assert not path.startswith("..") and "/../" not in path

@@ -350,7 +350,7 @@ class LiveService:
         items = []
         for row in rows:
             try:
-                data = (self.store.root / row.path).read_bytes()
+                data = self.store.read(row.path)
             except FileNotFoundError:  # Deleted by retention since.
                 self.counters["dropped:frame_expired"] += 1
                 continue

@@ -1,9 +1,9 @@
 """Frame storage on disk: atomic writes and retention by total size and by age.
 
-`FrameStore` is the default store; anything with the same `put` / `delete` /
-`enforce_retention` methods can replace it (an object store, say). A frame is written
-under a temporary name and renamed into place, so a path handed out always holds a
-whole file. Paths are relative to the store's root: `<device>/<YYYYmmdd>/<time>-<hash>.<ext>`.
+`FrameStore` is the default store; anything with the same `put` / `read` / `delete` /
+`expired` methods can replace it in the live service (an object store, say). A frame
+is written under a temporary name and renamed into place, so a path handed out always
+holds a whole file. Paths are relative to the store's root: `<device>/<YYYYmmdd>/<time>-<hash>.<ext>`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class FrameStore:
         with atomic_file(self.root / relative) as tmp:
             tmp.write_bytes(frame.data)
         return relative.as_posix()
+
+    def read(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
 
     def delete(self, path: str) -> None:
         (self.root / path).unlink(missing_ok=True)
