@@ -53,14 +53,19 @@ def db_now(session: orm.Session) -> float:
     return float(session.scalar(sa.text("SELECT (julianday('now') - 2440587.5) * 86400.0")))
 
 
+def _insert(session: orm.Session, table: sa.Table):
+    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite alike)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 def _upsert(session: orm.Session, table, key: str, rows: list[dict], owner: str,
             now: float) -> set[int]:
     """Inserts rows; on a conflicting key takes the row over only if it is expired or
     ours already. Returns the keys now held by `owner`."""
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    insert = _insert(session, table)
     column = getattr(table.c, key)
     statement = insert.values(rows).on_conflict_do_update(
         index_elements=[column],
@@ -91,13 +96,7 @@ class DeviceLeases:
         self.held: set[int] = set()
 
     def heartbeat(self, session: orm.Session, now: float) -> None:
-        values = dict(id=self.owner, role=self.role, host=socket.gethostname()[:200],
-                      pid=os.getpid(), started_at=now, heartbeat_at=now)
-        dialect = session.get_bind().dialect.name
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
-            WorkerRow.__table__)
-        session.execute(insert.values(values).on_conflict_do_update(
-            index_elements=[WorkerRow.__table__.c.id], set_={"heartbeat_at": now}))
+        _heartbeat(session, self.owner, self.role, now)
 
     def renew(self) -> LeaseState:
         """Heartbeat, renew what is held, take or give back towards the fair share."""
@@ -173,15 +172,18 @@ class DeviceLeases:
 def publish_health(db: Database, owner: str, role: str, health: dict) -> None:
     """Heartbeat with the process's health snapshot (any role)."""
     with db.transaction() as session:
-        now = db_now(session)
-        values = dict(id=owner, role=role, host=socket.gethostname()[:200], pid=os.getpid(),
-                      started_at=now, heartbeat_at=now, health=health)
-        dialect = session.get_bind().dialect.name
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(
-            WorkerRow.__table__)
-        session.execute(insert.values(values).on_conflict_do_update(
-            index_elements=[WorkerRow.__table__.c.id],
-            set_={"heartbeat_at": now, "health": health}))
+        _heartbeat(session, owner, role, db_now(session), health)
+
+
+def _heartbeat(session: orm.Session, owner: str, role: str, now: float,
+               health: dict | None = None) -> None:
+    """Registers the process, or refreshes its heartbeat (and health, when given)."""
+    insert = _insert(session, WorkerRow.__table__)
+    refresh = {"heartbeat_at": now} | ({"health": health} if health is not None else {})
+    session.execute(insert.values(
+        id=owner, role=role, host=socket.gethostname()[:200], pid=os.getpid(),
+        started_at=now, heartbeat_at=now, health=health).on_conflict_do_update(
+        index_elements=[WorkerRow.__table__.c.id], set_=refresh))
 
 
 def forget_worker(db: Database, owner: str) -> None:
@@ -311,8 +313,7 @@ def insert_predictions(session: orm.Session, rows: list[dict]) -> int:
 def insert_if_absent(session: orm.Session, table: sa.Table, rows: list[dict],
                      unique: list[str]) -> int:
     """INSERT ... ON CONFLICT (unique) DO NOTHING; returns how many rows were inserted."""
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    insert = _insert(session, table)
     primary = list(table.primary_key.columns)[0]
     result = session.execute(insert.values(rows).on_conflict_do_nothing(
         index_elements=unique).returning(primary))
