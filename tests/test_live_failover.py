@@ -4,7 +4,6 @@ is lost or stored twice. On SQLite (one host) and on a real PostgreSQL server.""
 
 import asyncio
 import collections
-import os
 import signal
 import subprocess
 import sys

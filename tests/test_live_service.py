@@ -3,7 +3,6 @@ predictions, on SQLite and on a real PostgreSQL server."""
 
 import asyncio
 import json
-import os
 
 import pytest
 import sqlalchemy as sa

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import subprocess
@@ -138,8 +137,8 @@ def markdown(r: dict) -> str:
     drops = {k: v for k, v in c.items() if k.startswith("dropped:") and v}
     rejected = {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("rejected:")}
     return "\n".join([
-        f"| cameras | offered frames/s | fetch attempts/s | frames stored/s | analyzer "
-        f"images/s | latency p50 | p95 | max | dropped | rejected |",
+        "| cameras | offered frames/s | fetch attempts/s | frames stored/s | analyzer "
+        "images/s | latency p50 | p95 | max | dropped | rejected |",
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| {r['cameras']:,} at 1 per {r['interval_s']:g} s | {r['offered_frames_per_s']:.0f} "
         f"| {r['fetch_attempts_per_s']:.0f} | {r['frames_stored_per_s']:.0f} | "

@@ -24,7 +24,7 @@ from typing import Callable, Generic, Iterable, Sequence, TypeVar
 import httpx
 from absl import logging
 
-from tlc_jax.live.devices import Device, Frame, FrameRejected
+from tlc_jax.live.devices import Device, FrameRejected
 
 T = TypeVar("T")
 
