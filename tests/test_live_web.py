@@ -239,7 +239,19 @@ def test_pages_in_a_real_browser(db_url, tmp_path):
     with database.transaction() as session:
         key = K.create_key(session, "browser", ["read"])
     # Reads need a key here: the page must show the 401, then use the key box.
-    app = webui.mount_web(API.create_app(database, frames_root=root, health=health,
+    # Two live processes report their health to the database; the API combines them
+    # as `python -m tlc_jax.live serve` does.
+    from tlc_jax.live import leases
+
+    leases.publish_health(database, "fetch-1:101:aa", "runtime", health())
+    leases.publish_health(database, "classify-1:102:bb", "analyzer", {
+        **health(), "failing": {}, "counters": {"predictions": 5}})
+
+    def fleet():
+        with database.session() as session:
+            return leases.fleet_health(session)
+
+    app = webui.mount_web(API.create_app(database, frames_root=root, health=fleet,
                                          read_requires_key=True))
     server = Server(app)
     out = artifacts_dir()
@@ -372,6 +384,12 @@ def test_pages_in_a_real_browser(db_url, tmp_path):
             expect(main.locator('#drops tr[data-counter="dropped:ingest"]')).to_contain_text(
                 "3")
             expect(main.locator("#runtime-facts")).to_contain_text("1 h 2 min")
+            workers = main.locator("#workers")
+            expect(workers.locator("tbody tr")).to_have_count(2)
+            expect(workers).to_contain_text("fetch-1:101:aa")
+            expect(workers).to_contain_text("analyzer")
+            expect(main.locator('#counters tr[data-counter="predictions"]')).to_contain_text(
+                "123")
             expect(main.locator("#db-facts")).to_contain_text(backend)
             page.screenshot(path=str(shots["ops"]), full_page=True)
             browser.close()

@@ -1,6 +1,7 @@
 // The operations page: #/ops. GET /api/v1/health every few seconds: the database, the
-// live service's run-time and analyzer (when it runs in the API's process), counters,
-// drops, queues, latencies and the failing devices with their last error.
+// live processes' run-time and analyzer figures (combined over every process that
+// reports to the database), each process, counters, drops, queues, latencies and the
+// failing devices with their last error.
 
 import { api } from "./api.js";
 import { deviceHref, fmtDuration, fmtNumber, fmtTime, h, replace } from "./dom.js";
@@ -8,7 +9,27 @@ import { ErrorBox, every, facts, statusLine } from "./ui.js";
 
 const EVERY_S = 5;
 const KNOWN = new Set(["time", "uptime_s", "devices_polled", "failing", "queues", "counters",
-  "frames_per_s", "predictions_per_s", "latency_s", "model_version_id"]);
+  "frames_per_s", "predictions_per_s", "latency_s", "model_version_id", "workers",
+  "devices", "role", "devices_leased"]);
+
+function workerTable(workers) {
+  const cols = ["Process", "Role", "Host", "Heartbeat", "Up for", "Frames / s",
+    "Predictions / s", "Failing", "Latency p95"];
+  return h("table", { class: "workers", id: "workers" },
+    h("caption", { class: "visually-hidden" }, "Live processes"),
+    h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, workers.map((w) => h("tr", { dataset: { worker: w.id } },
+      h("th", { scope: "row" }, w.id),
+      h("td", {}, w.role),
+      h("td", {}, `${w.host} (pid ${w.pid})`),
+      h("td", { class: ["num", w.heartbeat_age_s > 15 ? "warn" : ""] },
+        `${fmtNumber(w.heartbeat_age_s, 1)} s ago`),
+      h("td", { class: "num" }, fmtDuration(w.uptime_s)),
+      h("td", { class: "num" }, fmtNumber(w.frames_per_s)),
+      h("td", { class: "num" }, fmtNumber(w.predictions_per_s)),
+      h("td", { class: ["num", w.failing ? "warn" : ""] }, fmtNumber(w.failing)),
+      h("td", { class: "num" }, w.latency_s ? `${fmtNumber(w.latency_s.p95, 3)} s` : "—")))));
+}
 
 function badge(status) {
   return h("span", { class: ["badge", `status-${status}`], id: "health-status" }, status);
@@ -26,8 +47,8 @@ function counterTable(id, caption, entries, empty) {
 function renderService(service) {
   if (service === null || service === undefined) {
     return [h("p", { class: "note", id: "no-service" },
-      "No live service reports to this API process: the run-time and analyzer status are " +
-      "not available here (start the API with the live service, e.g. python -m tlc_jax.live).")];
+      "No live process has reported to this database in the last minute: start one with " +
+      "python -m tlc_jax.live run.")];
   }
   if (service.error) {
     return [h("p", { class: "error", id: "service-error" }, h("strong", {}, "The service's health failed: "), service.error)];
@@ -45,6 +66,8 @@ function renderService(service) {
         facts([
           ["Up for", fmtDuration(service.uptime_s)],
           ["Devices polled", fmtNumber(service.devices_polled)],
+          ...(service.devices ? [["Devices active / leased",
+            `${fmtNumber(service.devices.active)} / ${fmtNumber(service.devices.leased)}`]] : []),
           ["Failing", h("span", { class: failing.length ? "warn" : "" }, String(failing.length))],
           ["Frames stored / s", fmtNumber(service.frames_per_s)],
           ["Ingest queue", fmtNumber(queues.ingest)],
@@ -59,6 +82,9 @@ function renderService(service) {
           ["Latency p95", latency ? `${fmtNumber(latency.p95, 3)} s` : "—"],
           ["Latency max", latency ? `${fmtNumber(latency.max, 3)} s (${fmtNumber(latency.n)} frames)` : "—"],
         ], { id: "analyzer-facts" }))),
+    service.workers ? h("section", { "aria-labelledby": "workers-h" },
+      h("h2", { id: "workers-h" }, `Processes (${service.workers.length})`),
+      workerTable(service.workers)) : null,
     h("section", { "aria-labelledby": "fail-h" }, h("h2", { id: "fail-h" }, `Failing devices (${failing.length})`),
       failing.length ? h("table", { class: "failing", id: "failing" },
         h("caption", { class: "visually-hidden" }, "Failing devices and their last error"),
