@@ -33,16 +33,19 @@ class DenseLayer(nn.Module):
     bn_size: int
     train: bool
     dtype: layers.Dtype
+    fused: bool = True
 
     @nn.compact
     def __call__(self, inputs: Sequence[jax.Array]) -> jax.Array:
         x = jnp.concatenate(inputs, axis=-1)
-        x = layers.batch_norm(train=self.train, dtype=self.dtype, name="norm1")(x)
+        x = layers.bn_relu(train=self.train, dtype=self.dtype, fused=self.fused,
+                           name="norm1")(x)
         x = layers.conv(self.bn_size * self.growth_rate, 1, dtype=self.dtype,
-                        name="conv1")(nn.relu(x))
-        x = layers.batch_norm(train=self.train, dtype=self.dtype, name="norm2")(x)
+                        name="conv1")(x)
+        x = layers.bn_relu(train=self.train, dtype=self.dtype, fused=self.fused,
+                           name="norm2")(x)
         return layers.conv(self.growth_rate, 3, padding=1, dtype=self.dtype,
-                           name="conv2")(nn.relu(x))
+                           name="conv2")(x)
 
 
 class DenseBlock(nn.Module):
@@ -53,6 +56,7 @@ class DenseBlock(nn.Module):
     dtype: layers.Dtype
     memory: str
     remat_policy: str
+    fused: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,7 +64,8 @@ class DenseBlock(nn.Module):
         feats = [x]
         for i in range(self.num_layers):
             feats.append(layer_cls(self.growth_rate, self.bn_size, self.train,
-                                   self.dtype, name=f"denselayer{i + 1}")(feats))
+                                   self.dtype, self.fused,
+                                   name=f"denselayer{i + 1}")(feats))
         return jnp.concatenate(feats, axis=-1)
 
 
@@ -70,11 +75,13 @@ class Transition(nn.Module):
     features: int
     train: bool
     dtype: layers.Dtype
+    fused: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = layers.batch_norm(train=self.train, dtype=self.dtype, name="norm")(x)
-        x = layers.conv(self.features, 1, dtype=self.dtype, name="conv")(nn.relu(x))
+        x = layers.bn_relu(train=self.train, dtype=self.dtype, fused=self.fused,
+                           name="norm")(x)
+        x = layers.conv(self.features, 1, dtype=self.dtype, name="conv")(x)
         return layers.avg_pool_2x2(x)
 
 
@@ -93,6 +100,10 @@ class DenseNet(nn.Module):
       dtype: computation dtype (float32 or bfloat16); parameters stay float32.
       memory: "naive" or "recompute" (see remat.py).
       remat_policy: name of a jax.checkpoint policy, used when memory="recompute".
+      fused_bn_relu: every BatchNorm -> ReLU pair as one op whose backward keeps only
+        its input (layers.fused_bn_relu), as PyTorch's BatchNorm + in-place ReLU do;
+        False: plain autodiff, which also keeps the normalised and ReLU outputs. Same
+        variables and results either way.
     """
 
     block_sizes: Sequence[int]
@@ -106,6 +117,7 @@ class DenseNet(nn.Module):
     dtype: layers.Dtype = jnp.float32
     memory: str = "naive"
     remat_policy: str = DEFAULT_REMAT_POLICY
+    fused_bn_relu: bool = True
 
     def __post_init__(self):
         check_memory_mode(self.memory, self.remat_policy)
@@ -133,8 +145,9 @@ class DenseNet(nn.Module):
         if self.stem == "imagenet":
             x = layers.conv(self.num_init_features, 7, stride=2, padding=3,
                             dtype=self.dtype, name="conv0")(x)
-            x = layers.batch_norm(train=stem_train, dtype=self.dtype, name="norm0")(x)
-            x = layers.max_pool_3x3_s2(nn.relu(x))
+            x = layers.bn_relu(train=stem_train, dtype=self.dtype,
+                               fused=self.fused_bn_relu, name="norm0")(x)
+            x = layers.max_pool_3x3_s2(x)
         else:
             x = layers.conv(self.num_init_features, 3, padding=1, dtype=self.dtype,
                             name="conv0")(x)
@@ -142,19 +155,19 @@ class DenseNet(nn.Module):
         for b, num_layers in enumerate(self.block_sizes):
             stage_train = train and frozen_stages <= b
             x = DenseBlock(num_layers, self.growth_rate, self.bn_size, stage_train,
-                           self.dtype, self.memory, self.remat_policy,
+                           self.dtype, self.memory, self.remat_policy, self.fused_bn_relu,
                            name=f"denseblock{b + 1}")(x)
             channels += num_layers * self.growth_rate
             if b != len(self.block_sizes) - 1:
                 channels = int(channels * self.compression)
-                x = Transition(channels, stage_train, self.dtype,
+                x = Transition(channels, stage_train, self.dtype, self.fused_bn_relu,
                                name=f"transition{b + 1}")(x)
             else:
-                x = layers.batch_norm(train=stage_train, dtype=self.dtype,
-                                      name="norm5")(x)
+                x = layers.bn_relu(train=stage_train, dtype=self.dtype,
+                                   fused=self.fused_bn_relu, name="norm5")(x)
             if frozen_stages == b + 1:
                 x = jax.lax.stop_gradient(x)
-        features = layers.global_avg_pool(nn.relu(x))
+        features = layers.global_avg_pool(x)
         logits = layers.classifier(self.num_classes, dtype=self.dtype,
                                    name="classifier")(features)
         return (logits, features) if return_features else logits

@@ -34,6 +34,103 @@ def batch_norm(*, train: bool, dtype: Dtype, name: str) -> nn.BatchNorm:
                         dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+def _bc(v: jax.Array, x: jax.Array) -> jax.Array:
+    """A per-channel vector shaped to broadcast against NHWC x (explicit ranks)."""
+    return v.reshape((1,) * (x.ndim - 1) + (-1,))
+
+
+def _stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-channel batch mean and (biased) variance in float32, as Flax computes them
+    (one pass: E[x^2] - E[x]^2, clipped at 0)."""
+    xf = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(xf, axes)
+    var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
+    return mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def fused_bn_relu(x, scale, bias, epsilon: float, dtype):
+    """relu(batch_norm(x)) over the batch statistics of x (training mode); returns
+    (y, batch mean, batch variance). Its backward pass keeps only x and two per-channel
+    vectors and recomputes the normalised values, where autodiff through BatchNorm and
+    ReLU keeps the normalised activations and the ReLU output too (as PyTorch's
+    BatchNorm and in-place ReLU keep only the input)."""
+    return _fused_fwd(x, scale, bias, epsilon, dtype)[0]
+
+
+def _fused_fwd(x, scale, bias, epsilon, dtype):
+    mean, var = _stats(x)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    y = jax.nn.relu((x.astype(jnp.float32) - _bc(mean, x)) * _bc(rstd * scale, x)
+                    + _bc(bias, x))
+    return (y.astype(dtype), mean, var), (x, scale, bias, mean, rstd)
+
+
+def _fused_bwd(epsilon, dtype, residuals, cotangents):
+    x, scale, bias, mean, rstd = residuals
+    dy, dmean, dvar = cotangents
+    xf = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    n = xf.size // xf.shape[-1]
+    centred = xf - _bc(mean, x)
+    xhat = centred * _bc(rstd, x)
+    g = jnp.where(xhat * _bc(scale, x) + _bc(bias, x) > 0, dy.astype(jnp.float32), 0.0)
+    dbias = jnp.sum(g, axes)
+    dscale = jnp.sum(g * xhat, axes)
+    dx = _bc(scale * rstd, x) * (g - _bc(dbias / n, x) - xhat * _bc(dscale / n, x))
+    # The batch statistics are outputs too (for the running averages): their cotangents,
+    # zero in training, are carried for exactness.
+    dx = dx + _bc(dmean / n, x) + _bc(dvar * 2.0 / n, x) * centred
+    return dx.astype(x.dtype), dscale, dbias
+
+
+fused_bn_relu.defvjp(_fused_fwd, _fused_bwd)
+
+
+class BatchNormReLU(nn.Module):
+    """relu(BatchNorm(x)) with `nn.BatchNorm`'s variables (params scale / bias,
+    batch_stats mean / var), momentum and epsilon, so checkpoints and torchvision
+    weights are the same. In training `fused=True` uses `fused_bn_relu` (input-only
+    residuals); `fused=False` is plain autodiff, as `nn.BatchNorm` + `nn.relu`."""
+
+    use_running_average: bool
+    dtype: Dtype = jnp.float32
+    fused: bool = True
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean",
+                                lambda: jnp.zeros(features, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
+        scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+        if self.use_running_average:
+            rstd = jax.lax.rsqrt(ra_var.value + self.epsilon)
+            y = ((x.astype(jnp.float32) - _bc(ra_mean.value, x)) * _bc(rstd * scale, x)
+                 + _bc(bias, x))
+            return jax.nn.relu(y).astype(self.dtype)
+        if self.fused:
+            y, mean, var = fused_bn_relu(x, scale, bias, self.epsilon, self.dtype)
+        else:
+            mean, var = _stats(x)
+            y = ((x.astype(jnp.float32) - _bc(mean, x))
+                 * _bc(jax.lax.rsqrt(var + self.epsilon) * scale, x))
+            y = jax.nn.relu(y + _bc(bias, x)).astype(self.dtype)
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y
+
+
+def bn_relu(*, train: bool, dtype: Dtype, fused: bool, name: str) -> BatchNormReLU:
+    return BatchNormReLU(use_running_average=not train, dtype=dtype, fused=fused,
+                         name=name)
+
+
 def classifier(num_classes: int, *, dtype: Dtype, name: str) -> nn.Dense:
     return nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32,
                     bias_init=nn.initializers.zeros, name=name)
