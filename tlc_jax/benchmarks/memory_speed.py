@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "deepest depth (compiles networks of 1,500+ layers: minutes).")
     p.add_argument("--deepest_check", action=argparse.BooleanOptionalAction,
                    default=False, help="Trace the fitted answer to check it (slow: "
-                   "67 s at depth 1,636 and 98 s at 2,320 on 2 cores; the fit matched "
+                   "101 s at depth 2,026 and 174 s at 3,034 on 2 cores; the fit matched "
                    "to 0.01 GiB in every mode, so it is off by default).")
     p.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
                    help="Training step time, naive vs recompute, JAX vs PyTorch.")
