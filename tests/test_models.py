@@ -194,3 +194,24 @@ def test_frozen_mask_names_stages_of_resnet_and_rejects_too_many():
     assert frozen == ["bn1", "conv1", "layer1_0", "layer1_1", "layer2_0", "layer2_1"]
     with pytest.raises(ValueError, match="frozen_stages must be in \\[0, 4\\]"):
         frozen_mask(model, params, 5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_conv1x1_is_the_same_convolution_as_nn_conv(dtype):
+    """The 1x1 convolutions run as a matrix product with nn.Conv's very parameter."""
+    import flax.linen as nn
+
+    from tlc_jax.models import layers
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 7, 6))
+    fast = layers.conv(4, 1, dtype=dtype, name="c")
+    assert isinstance(fast, layers.Conv1x1)
+    reference = nn.Conv(4, (1, 1), use_bias=False, dtype=dtype, param_dtype=jnp.float32)
+    params = reference.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, fast.init(jax.random.key(1), x)) == jax.tree.map(
+        jnp.shape, params)
+    got, want = fast.apply(params, x), reference.apply(params, x)
+    assert got.dtype == want.dtype == dtype
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=tol, atol=tol)
