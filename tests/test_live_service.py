@@ -78,7 +78,9 @@ def test_frames_flow_from_cameras_to_stored_predictions(db_url, tmp_path, camera
     for name in healthy:
         assert counts[name] >= 5, (name, counts)  # 2 cores shared: margin.
     assert counts["cam-0003"] == counts["cam-0004"] == counts["cam-0005"] == 0
-    assert 0 < counts["cam-0007"] < max(counts[n] for n in healthy)  # Flapping.
+    # Flapping: fewer frames than a healthy camera (whether any arrive depends on the
+    # phase of its 503 periods against the backoff; test_live_simulate covers both).
+    assert counts["cam-0007"] < max(counts[n] for n in healthy)
 
     health = json.loads((tmp_path / "health.json").read_text())
     c = health["counters"]
