@@ -30,6 +30,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
@@ -49,8 +50,9 @@ def db_now(session: orm.Session) -> float:
     """The database server's clock (Unix seconds): one clock for every host."""
     if session.get_bind().dialect.name == "postgresql":
         return float(session.scalar(sa.text("SELECT extract(epoch FROM clock_timestamp())")))
-    # SQLite lives on one host: its clock is that host's.
-    return float(session.scalar(sa.text("SELECT (julianday('now') - 2440587.5) * 86400.0")))
+    # SQLite lives on one host: its clock is this host's (no query, so no read snapshot
+    # starts before a transaction's first write).
+    return time.time()
 
 
 def _insert(session: orm.Session, table: sa.Table):
@@ -155,10 +157,16 @@ class DeviceLeases:
         if not ids:
             return set()
         now = db_now(session)
+        # A no-op UPDATE rather than SELECT ... FOR UPDATE: it locks the rows on
+        # PostgreSQL and takes SQLite's write lock (which ignores FOR UPDATE), so a
+        # release or take-over cannot commit between this check and the caller's
+        # inserts.
         return set(session.scalars(
-            sa.select(DeviceLeaseRow.device_id).where(
+            sa.update(DeviceLeaseRow).where(
                 DeviceLeaseRow.owner == self.owner, DeviceLeaseRow.expires_at >= now,
-                DeviceLeaseRow.device_id.in_(ids)).with_for_update()))
+                DeviceLeaseRow.device_id.in_(ids))
+            .values(expires_at=DeviceLeaseRow.expires_at)
+            .returning(DeviceLeaseRow.device_id)))
 
     def release_all(self) -> None:
         """On a clean stop: give every device back at once (no wait for expiry)."""
