@@ -79,7 +79,8 @@ def test_frames_flow_from_cameras_to_stored_predictions(db_url, tmp_path, camera
         assert counts[name] >= 5, (name, counts)  # 2 cores shared: margin.
     assert counts["cam-0003"] == counts["cam-0004"] == counts["cam-0005"] == 0
     # Flapping: fewer frames than a healthy camera (whether any arrive depends on the
-    # phase of its 503 periods against the backoff; test_live_simulate covers both).
+    # phase of its 503 periods against the backoff; tests/live/test_simulate.py covers
+    # both).
     assert counts["cam-0007"] < max(counts[n] for n in healthy)
 
     health = json.loads((tmp_path / "health.json").read_text())

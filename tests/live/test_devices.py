@@ -8,20 +8,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 from tlc_jax.live import devices as D
 
+from live_helpers import FRAMES, jpeg
 
-def jpeg(value: int, size=(16, 12)) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-FRAMES = [jpeg(40), jpeg(120), jpeg(200)]
 BIG = jpeg(90) + b"\0" * (3 << 20)  # A valid JPEG padded to 3 MiB.
 
 

@@ -1,10 +1,10 @@
 """docs/API.md is the API's current reference (regenerated from the OpenAPI document)."""
 
-from pathlib import Path
-
 from tlc_jax.live import apidoc
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+from helpers import ROOT
+
+DOC = ROOT / "docs" / "API.md"
 
 
 def test_api_reference_is_current():

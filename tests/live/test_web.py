@@ -26,7 +26,8 @@ from tlc_jax.live import db as DB
 from tlc_jax.live import registry as R
 from tlc_jax.live import webui
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from helpers import ROOT as REPO
+
 CHROMIUM = os.environ.get("TLC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",

@@ -8,7 +8,7 @@ import pytest
 from tlc_jax.live import devices as D
 from tlc_jax.live.runtime import Backoff, LatestFrameQueue, Runtime
 
-from test_live_devices import FRAMES
+from live_helpers import FRAMES
 
 
 def frame(name, i):

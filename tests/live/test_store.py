@@ -5,7 +5,7 @@ import os
 from tlc_jax.live import devices as D
 from tlc_jax.live.store import FrameStore
 
-from test_live_devices import FRAMES
+from live_helpers import FRAMES
 
 
 def stored(store, name, i, when):
