@@ -19,46 +19,43 @@ Everything is under /api/v1; the OpenAPI document is at /openapi.json, its pages
     GET    /api/v1/areas/class-counts           top-class counts per time bucket in an area
     GET    /api/v1/model-versions               the model versions, newest first, paged
 
-Keys (`tlc_jax.live.apikeys`) go in `Authorization: Bearer <token>` or `X-API-Key`. Writes
-need a key with the "write" scope; reads need a "read" key only with
-`read_requires_key=True`. A missing or invalid key is a 401, a key without the scope a
-403. Each key has a token bucket of `rate_per_min` requests (a minute's worth at once at
-most); requests without a key share one bucket per client IP. An empty bucket is a 429
-with Retry-After. The buckets live in the process's memory: with N worker processes a
-key gets up to N times its rate.
+This module holds the routes, the middleware and `create_app`; the pieces they use each
+have their own: the bodies in `tlc_jax.live.schemas`, API keys, scopes and rate limits
+in `tlc_jax.live.auth` (a missing or invalid key is a 401, a key without the scope a
+403, too many requests a 429), the database statements in `tlc_jax.live.queries` (all
+SQLAlchemy expressions with bound parameters).
 
 Device credentials are accepted (create, edit, import) and never returned: responses say
-only `has_credentials`. Every query is an SQLAlchemy expression with bound parameters.
+only `has_credentials`.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import pathlib
 import tempfile
-import threading
 import time
-from typing import Annotated, Any, Callable, Generic, Iterator, TypeVar
+from typing import Annotated, Any, Callable
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRouter
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt,
-                      StrictStr)
 from sqlalchemy import orm
-from sqlalchemy.ext.compiler import compiles
 from starlette.concurrency import run_in_threadpool
 
-from tlc_jax.live import apikeys
+from tlc_jax.live import auth
+from tlc_jax.live import queries as Q
 from tlc_jax.live import registry as R
+from tlc_jax.live.auth import ANYONE, READ, WRITE
 from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow, PredictionRow
 from tlc_jax.live.devices import KINDS
+from tlc_jax.live.schemas import (Bucket, ClassCountsOut, ClassProbability, DeviceCreate,
+                                  DeviceOut, DevicePatch, FrameOut, ImportLineError,
+                                  ImportOut, ModelVersionOut, Page, PredictionOut)
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
@@ -66,192 +63,6 @@ MAX_OFFSET = 2**31 - 1
 MAX_ID = 2**63 - 1
 MAX_BUCKET_S = 366 * 86400
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
-AREA_CHUNK = 500  # Device ids per counting query (bound parameters stay few).
-
-# ---------------------------------------------------------------------------- models
-
-
-def _printable(text: str) -> str:
-    if not text.isprintable():
-        raise ValueError("must be printable characters")
-    return text
-
-
-class Strict(BaseModel):
-    """Request bodies: unknown fields, NaN and infinities are refused (422)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-Name = Annotated[str, Field(min_length=1, max_length=R.MAX_NAME), AfterValidator(_printable)]
-Place = Annotated[str, Field(max_length=200)]
-Latitude = Annotated[float, Field(ge=-90, le=90)]
-Longitude = Annotated[float, Field(ge=-180, le=180)]
-Interval = Annotated[float, Field(ge=R.MIN_INTERVAL_S)]
-Params = dict[Annotated[str, Field(max_length=100)],
-              Annotated[StrictStr, Field(max_length=2000)] | StrictInt | StrictFloat]
-Secret = Annotated[str, Field(max_length=1000)]
-
-
-class Credentials(Strict):
-    """Write-only. On edit, a given value replaces the stored one, null or "" removes it,
-    an absent one stays."""
-
-    username: Secret | None = None
-    password: Secret | None = None
-    api_key: Secret | None = None
-
-
-class DeviceCreate(Strict):
-    name: Name
-    kind: str = Field(max_length=50)
-    params: Params = {}
-    credentials: Credentials = Credentials()
-    latitude: Latitude | None = None
-    longitude: Longitude | None = None
-    city: Place = ""
-    region: Place = ""
-    country: Place = ""
-    sector: Place = ""
-    poll_interval_s: Interval = 1.0
-    active: bool = True
-
-
-class DevicePatch(Strict):
-    """Only the fields given change; `params`, when given, replaces all parameters.
-    (Defaults of None mean "not given": an explicit null is refused where the field is
-    not nullable.)"""
-
-    name: Name = None  # Renames the device.
-    kind: str = Field(None, max_length=50)
-    params: Params = None
-    credentials: Credentials = None
-    latitude: Latitude | None = None
-    longitude: Longitude | None = None
-    city: Place = None
-    region: Place = None
-    country: Place = None
-    sector: Place = None
-    poll_interval_s: Interval = None
-    active: bool = None
-
-
-class DeviceOut(BaseModel):
-    name: str
-    kind: str
-    params: dict[str, Any]
-    has_credentials: bool
-    latitude: float | None
-    longitude: float | None
-    city: str
-    region: str
-    country: str
-    sector: str
-    poll_interval_s: float
-    active: bool
-    created_at: float
-    updated_at: float
-    distance_km: float | None = None  # From `near`, when searching by radius.
-
-
-T = TypeVar("T")
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    limit: int
-    offset: int
-    next_offset: int | None  # None: this is the last page.
-
-
-class ClassProbability(BaseModel):
-    class_name: str
-    probability: float
-
-
-class PredictionOut(BaseModel):
-    model_version_id: int
-    top_class: str
-    top_probability: float
-    topk: list[ClassProbability]
-    created_at: float
-
-
-class FrameOut(BaseModel):
-    id: int
-    device: str
-    captured_at: float
-    sha256: str
-    size: int
-    width: int
-    height: int
-    image_url: str
-    predictions: list[PredictionOut]
-
-
-class ImportLineError(BaseModel):
-    line: int
-    error: str
-
-
-class ImportOut(BaseModel):
-    created: int
-    updated: int
-    errors: list[ImportLineError]
-
-
-class Bucket(BaseModel):
-    start: float  # Unix seconds; the bucket is [start, start + bucket_s).
-    counts: dict[str, int]
-
-
-class ClassCountsOut(BaseModel):
-    model_version_id: int | None
-    bucket_s: int
-    devices: int
-    buckets: list[Bucket]
-
-
-class ModelVersionOut(BaseModel):
-    id: int
-    name: str
-    run_dir: str
-    step: int
-    class_names: list[str]
-    created_at: float
-
-
-# ---------------------------------------------------------------------------- rate limits
-
-
-class RateLimiter:
-    """Token buckets in memory, one per identity: each holds up to a minute's allowance
-    and refills continuously. Thread-safe (sync endpoints run in a thread pool)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 max_buckets: int = 100_000):
-        self.clock = clock
-        self.max_buckets = max_buckets
-        self._buckets: dict[str, tuple[float, float]] = {}  # identity: (tokens, time)
-        self._lock = threading.Lock()
-
-    def take(self, identity: str, rate_per_min: float) -> float:
-        """Takes a token: 0.0, or else the seconds until one will be there."""
-        capacity, per_s = float(rate_per_min), rate_per_min / 60.0
-        with self._lock:
-            now = self.clock()
-            tokens, then = self._buckets.get(identity, (capacity, now))
-            tokens = min(capacity, tokens + (now - then) * per_s)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / per_s
-            self._buckets[identity] = (tokens - 1 if tokens >= 1 else tokens, now)
-            if len(self._buckets) > self.max_buckets:
-                self._prune(now)
-        return wait
-
-    def _prune(self, now: float) -> None:
-        # Forget buckets idle for over a minute (they would be nearly full again).
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60.0}
-
 
 # ---------------------------------------------------------------------------- settings
 
@@ -261,9 +72,6 @@ class _Settings:
     db: Database
     frames_root: pathlib.Path | None
     health: Callable[[], dict] | None
-    read_requires_key: bool
-    anonymous_rate_per_min: int
-    limiter: RateLimiter
 
 
 def _settings(request: Request) -> _Settings:
@@ -272,73 +80,7 @@ def _settings(request: Request) -> _Settings:
 
 Settings = Annotated[_Settings, Depends(_settings)]
 
-# ---------------------------------------------------------------------------- auth
-
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key")
-
-
-def _token(bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-           header: Annotated[str | None, Security(_header)]) -> str | None:
-    return bearer.credentials if bearer is not None else header
-
-
-def _limit(settings: _Settings, identity: str, rate_per_min: float) -> None:
-    wait = settings.limiter.take(identity, rate_per_min)
-    if wait > 0:
-        raise HTTPException(429, "Too many requests: slow down.",
-                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
-
-
-def _ip(request: Request) -> str:
-    return f"ip:{request.client.host if request.client else 'unknown'}"
-
-
-def _unauthorised(why: str) -> HTTPException:
-    return HTTPException(401, why, headers={"WWW-Authenticate": "Bearer"})
-
-
-def _authorise(request: Request, settings: _Settings, token: str | None,
-               needed: str | None) -> None:
-    """Checks the key (if one is needed or given), its scope and its rate limit."""
-    if token is None:
-        _limit(settings, _ip(request), settings.anonymous_rate_per_min)
-        if needed is not None:
-            raise _unauthorised(f"An API key with the {needed!r} scope is needed "
-                                f"(Authorization: Bearer <key>, or X-API-Key).")
-        return
-    with settings.db.transaction() as session:
-        key = apikeys.verify(session, token)
-        found = (key.id, key.rate_per_min, tuple(key.scopes)) if key else None
-    if found is None:
-        _limit(settings, _ip(request), settings.anonymous_rate_per_min)  # Slows down key guessing.
-        raise _unauthorised("Invalid or revoked API key.")
-    key_id, rate, scopes = found
-    _limit(settings, f"key:{key_id}", rate)
-    if needed is not None and not apikeys.allows(scopes, needed):
-        raise HTTPException(403, f"This API key lacks the {needed!r} scope.")
-
-
-Token = Annotated[str | None, Depends(_token)]
-
-
-def _anyone(request: Request, settings: Settings) -> None:
-    """No key looked at (health must answer even when the database does not)."""
-    _limit(settings, _ip(request), settings.anonymous_rate_per_min)
-
-
-def _reader(request: Request, settings: Settings, token: Token) -> None:
-    _authorise(request, settings, token, "read" if settings.read_requires_key else None)
-
-
-def _writer(request: Request, settings: Settings, token: Token) -> None:
-    _authorise(request, settings, token, "write")
-
-
-READ = [Depends(_reader)]
-WRITE = [Depends(_writer)]
-
-# ---------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------- requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,28 +116,20 @@ def _point(near: str | None, km: float | None) -> tuple[float, float] | None:
         raise HTTPException(422, str(e)) from None
 
 
-def _search(session: orm.Session, **kwargs: Any) -> list[R.Match]:
+def _search(search: Callable[..., list], session: orm.Session, **kwargs: Any) -> list:
+    """`search(session, **kwargs)` (a search through the registry) with its ValueError,
+    an out-of-range km, as a 422."""
     try:
-        return R.search(session, **kwargs)
-    except ValueError as e:  # Out-of-range km.
+        return search(session, **kwargs)
+    except ValueError as e:
         raise HTTPException(422, str(e)) from None
 
 
 def _device(session: orm.Session, name: str) -> DeviceRow:
-    row = session.scalar(sa.select(DeviceRow).where(DeviceRow.name == name))
+    row = Q.device_named(session, name)
     if row is None:
         raise HTTPException(404, f"No device named {name!r}.")
     return row
-
-
-def _device_out(row: DeviceRow, distance_km: float | None = None) -> DeviceOut:
-    return DeviceOut(name=row.name, kind=row.kind, params=dict(row.params),
-                     has_credentials=bool(row.credentials), latitude=row.latitude,
-                     longitude=row.longitude, city=row.city, region=row.region,
-                     country=row.country, sector=row.sector,
-                     poll_interval_s=row.poll_interval_s, active=row.active,
-                     created_at=row.created_at, updated_at=row.updated_at,
-                     distance_km=distance_km)
 
 
 def _coerce_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -432,45 +166,58 @@ def _spec(values: dict[str, Any]) -> R.DeviceSpec:
         raise HTTPException(422, str(e)) from None
 
 
-def _row_values(row: DeviceRow) -> dict[str, Any]:
-    return {f.name: getattr(row, f.name) for f in dataclasses.fields(R.DeviceSpec)}
-
-
-def _write(row: DeviceRow, spec: R.DeviceSpec) -> None:
-    for f in dataclasses.fields(R.DeviceSpec):
-        value = getattr(spec, f.name)
-        setattr(row, f.name, dict(value) if isinstance(value, dict) else value)
-
-
 def _merge_credentials(stored: dict[str, str], given: dict[str, str | None]) -> dict:
     merged = {**stored, **given}
     return {k: v for k, v in merged.items() if v}
 
 
+def _import_csv(db: Database, data: bytes) -> ImportOut:
+    """registry.import_csv on the request's body (through a private temporary file)."""
+    with tempfile.TemporaryDirectory(prefix="tlc-import-") as folder:
+        path = pathlib.Path(folder) / "devices.csv"
+        path.write_bytes(data)
+        try:
+            with db.transaction() as session:
+                report = R.import_csv(session, path)
+        except R.InvalidDevice as e:
+            raise HTTPException(422, str(e).replace(str(path), "the CSV body")) from None
+    return ImportOut(created=report.created, updated=report.updated,
+                     errors=[ImportLineError(line=n, error=why) for n, why in report.errors])
+
+
+# ---------------------------------------------------------------------------- responses
+
+
+def _device_out(row: DeviceRow, distance_km: float | None = None) -> DeviceOut:
+    return DeviceOut(name=row.name, kind=row.kind, params=dict(row.params),
+                     has_credentials=bool(row.credentials), latitude=row.latitude,
+                     longitude=row.longitude, city=row.city, region=row.region,
+                     country=row.country, sector=row.sector,
+                     poll_interval_s=row.poll_interval_s, active=row.active,
+                     created_at=row.created_at, updated_at=row.updated_at,
+                     distance_km=distance_km)
+
+
+def _prediction_out(p: PredictionRow) -> PredictionOut:
+    return PredictionOut(model_version_id=p.model_version_id, top_class=p.top_class,
+                         top_probability=p.top_probability, created_at=p.created_at,
+                         topk=[ClassProbability(class_name=c, probability=q)
+                               for c, q in p.topk])
+
+
 def _frames_out(session: orm.Session, frames: list[FrameRow], device: str) -> list[FrameOut]:
     """Frames with their predictions (one query for all of them)."""
-    predictions = collections.defaultdict(list)
-    if frames:
-        for p in session.scalars(sa.select(PredictionRow).where(
-                PredictionRow.frame_id.in_([f.id for f in frames])).order_by(
-                PredictionRow.model_version_id)):
-            predictions[p.frame_id].append(PredictionOut(
-                model_version_id=p.model_version_id, top_class=p.top_class,
-                top_probability=p.top_probability, created_at=p.created_at,
-                topk=[ClassProbability(class_name=c, probability=q) for c, q in p.topk]))
+    predictions = Q.predictions(session, [f.id for f in frames])
     return [FrameOut(id=f.id, device=device, captured_at=f.captured_at, sha256=f.sha256,
                      size=f.size, width=f.width, height=f.height,
                      image_url=f"{PREFIX}/frames/{f.id}/image",
-                     predictions=predictions[f.id]) for f in frames]
+                     predictions=[_prediction_out(p) for p in predictions[f.id]])
+            for f in frames]
 
 
-def _frames_query(device_id: int, since: float | None, until: float | None) -> sa.Select:
-    query = sa.select(FrameRow).where(FrameRow.device_id == device_id)
-    if since is not None:
-        query = query.where(FrameRow.captured_at >= since)
-    if until is not None:
-        query = query.where(FrameRow.captured_at < until)
-    return query.order_by(FrameRow.captured_at.desc(), FrameRow.id.desc())
+def _model_version_out(r: ModelVersionRow) -> ModelVersionOut:
+    return ModelVersionOut(id=r.id, name=r.name, run_dir=r.run_dir, step=r.step,
+                           class_names=list(r.class_names), created_at=r.created_at)
 
 
 def _finite(value: Any) -> Any:
@@ -492,72 +239,6 @@ def _image_type(head: bytes) -> str | None:
     return None
 
 
-class _floor(sa.sql.functions.FunctionElement):
-    """floor(x) as a whole number, on every backend (SQLite may lack floor())."""
-
-    type = sa.BigInteger()
-    name = "floor"
-    inherit_cache = True
-
-
-@compiles(_floor)
-def _floor_default(element, compiler, **kw) -> str:
-    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)}) AS BIGINT)"
-
-
-@compiles(_floor, "sqlite")
-def _floor_sqlite(element, compiler, **kw) -> str:
-    x = compiler.process(element.clauses, **kw)  # CAST truncates toward zero.
-    return f"(CAST({x} AS INTEGER) - ({x} < CAST({x} AS INTEGER)))"
-
-
-def _area_device_ids(session: orm.Session, **area: Any) -> list[int]:
-    """Every device of the area (active or not), through the registry's search."""
-    ids, offset, step = [], 0, 10_000
-    while True:
-        matches = _search(session, **area, limit=step, offset=offset)
-        ids += [m.device.id for m in matches]
-        if len(matches) < step:
-            return ids
-        offset += step
-
-
-def _count_rows(device_ids: list[int], model_version_id: int, since: float | None,
-                until: float | None, bucket_s: int) -> sa.Select:
-    """(bucket number, top class, count) over the given devices' predictions."""
-    bucket = _floor(FrameRow.captured_at / sa.literal(float(bucket_s), sa.Double))
-    inner = (sa.select(bucket.label("bucket"), PredictionRow.top_class.label("top_class"))
-             .join(FrameRow, PredictionRow.frame_id == FrameRow.id)
-             .where(FrameRow.device_id.in_(device_ids),
-                    PredictionRow.model_version_id == model_version_id))
-    if since is not None:
-        inner = inner.where(FrameRow.captured_at >= since)
-    if until is not None:
-        inner = inner.where(FrameRow.captured_at < until)
-    inner = inner.subquery()
-    return (sa.select(inner.c.bucket, inner.c.top_class, sa.func.count())
-            .group_by(inner.c.bucket, inner.c.top_class))
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _import_csv(db: Database, data: bytes) -> ImportOut:
-    """registry.import_csv on the request's body (through a private temporary file)."""
-    with tempfile.TemporaryDirectory(prefix="tlc-import-") as folder:
-        path = pathlib.Path(folder) / "devices.csv"
-        path.write_bytes(data)
-        try:
-            with db.transaction() as session:
-                report = R.import_csv(session, path)
-        except R.InvalidDevice as e:
-            raise HTTPException(422, str(e).replace(str(path), "the CSV body")) from None
-    return ImportOut(created=report.created, updated=report.updated,
-                     errors=[ImportLineError(line=n, error=why) for n, why in report.errors])
-
-
 # ---------------------------------------------------------------------------- endpoints
 
 router = APIRouter(prefix=PREFIX)
@@ -569,7 +250,7 @@ TimeQuery = Annotated[float | None, Query(allow_inf_nan=False, description="Unix
 DeviceName = Annotated[str, Path(min_length=1, max_length=R.MAX_NAME)]
 
 
-@router.get("/health", tags=["health"], dependencies=[Depends(_anyone)])
+@router.get("/health", tags=["health"], dependencies=ANYONE)
 def health(settings: Settings) -> JSONResponse:
     """The live service's status (run-time, analyzer, counters, failing devices) and
     whether the database answers. 503 when it does not."""
@@ -600,7 +281,7 @@ def search_devices(settings: Settings, paging: PagingQuery, near: NearQuery = No
     (case-insensitive), sector, free text, active flag; by name otherwise."""
     point = _point(near, km)
     with settings.db.session() as session:
-        matches = _search(session, near=point, km=km, city=city, region=region,
+        matches = _search(R.search, session, near=point, km=km, city=city, region=region,
                           country=country, sector=sector, text=text, active=active,
                           limit=paging.limit + 1, offset=paging.offset)
         return _page([_device_out(m.device, m.distance_km) for m in matches], paging)
@@ -613,10 +294,10 @@ def create_device(settings: Settings, body: DeviceCreate) -> DeviceOut:
     spec = _spec(values)
     try:
         with settings.db.transaction() as session:
-            if session.scalar(sa.select(DeviceRow.id).where(DeviceRow.name == spec.name)):
+            if Q.name_taken(session, spec.name):
                 raise HTTPException(409, f"A device named {spec.name!r} exists already.")
             row = DeviceRow()
-            _write(row, spec)
+            Q.write_device(row, spec)
             session.add(row)
             session.flush()
             return _device_out(row)
@@ -648,15 +329,14 @@ def edit_device(settings: Settings, name: DeviceName, body: DevicePatch) -> Devi
     try:
         with settings.db.transaction() as session:
             row = _device(session, name)
-            values = _row_values(row)
+            values = Q.device_values(row)
             if "credentials" in changes:
                 changes["credentials"] = _merge_credentials(values["credentials"],
                                                             changes["credentials"])
             spec = _spec({**values, **changes})
-            if spec.name != name and session.scalar(
-                    sa.select(DeviceRow.id).where(DeviceRow.name == spec.name)):
+            if spec.name != name and Q.name_taken(session, spec.name):
                 raise HTTPException(409, f"A device named {spec.name!r} exists already.")
-            _write(row, spec)
+            Q.write_device(row, spec)
             session.flush()
             return _device_out(row)
     except sa.exc.IntegrityError:
@@ -678,8 +358,8 @@ def device_frames(settings: Settings, name: DeviceName, paging: PagingQuery,
     """The device's frames captured in [since, until), newest first, with predictions."""
     with settings.db.session() as session:
         device = _device(session, name)
-        frames = list(session.scalars(_frames_query(device.id, since, until)
-                                      .offset(paging.offset).limit(paging.limit + 1)))
+        frames = Q.frames(session, device.id, since, until, offset=paging.offset,
+                          limit=paging.limit + 1)
         return _page(_frames_out(session, frames, device.name), paging)
 
 
@@ -687,7 +367,7 @@ def device_frames(settings: Settings, name: DeviceName, paging: PagingQuery,
 def latest_frame(settings: Settings, name: DeviceName) -> FrameOut:
     with settings.db.session() as session:
         device = _device(session, name)
-        frame = session.scalar(_frames_query(device.id, None, None).limit(1))
+        frame = Q.latest_frame(session, device.id)
         if frame is None:
             raise HTTPException(404, f"Device {name!r} has no frames yet.")
         return _frames_out(session, [frame], device.name)[0]
@@ -702,7 +382,7 @@ def frame_image(settings: Settings,
     if settings.frames_root is None:
         raise HTTPException(404, "This server has no frame store.")
     with settings.db.session() as session:
-        relative = session.scalar(sa.select(FrameRow.path).where(FrameRow.id == frame_id))
+        relative = Q.frame_path(session, frame_id)
     if relative is None:
         raise HTTPException(404, f"No frame {frame_id}.")
     root = settings.frames_root
@@ -737,15 +417,11 @@ def class_counts(settings: Settings, near: NearQuery = None, km: KmQuery = None,
         raise HTTPException(422, "Give an area: near=LAT,LON&km=, city, region or country.")
     with settings.db.session() as session:
         if model_version_id is None:
-            model_version_id = session.scalar(sa.select(sa.func.max(ModelVersionRow.id)))
-        ids = _area_device_ids(session, near=point, km=km, city=city, region=region,
-                               country=country)
-        counts: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
-        if model_version_id is not None:
-            for chunk in _chunks(ids, AREA_CHUNK):
-                for bucket, top_class, n in session.execute(
-                        _count_rows(chunk, model_version_id, since, until, bucket_s)):
-                    counts[int(bucket)][top_class] += n
+            model_version_id = Q.newest_model_version(session)
+        ids = _search(Q.area_device_ids, session, near=point, km=km, city=city,
+                      region=region, country=country)
+        counts = ({} if model_version_id is None else
+                  Q.class_counts(session, ids, model_version_id, since, until, bucket_s))
     return ClassCountsOut(model_version_id=model_version_id, bucket_s=bucket_s,
                           devices=len(ids),
                           buckets=[Bucket(start=b * bucket_s, counts=dict(sorted(c.items())))
@@ -756,11 +432,8 @@ def class_counts(settings: Settings, near: NearQuery = None, km: KmQuery = None,
 def model_versions(settings: Settings, paging: PagingQuery) -> Page[ModelVersionOut]:
     """The model versions, newest first."""
     with settings.db.session() as session:
-        rows = session.scalars(sa.select(ModelVersionRow).order_by(
-            ModelVersionRow.id.desc()).offset(paging.offset).limit(paging.limit + 1))
-        return _page([ModelVersionOut(id=r.id, name=r.name, run_dir=r.run_dir, step=r.step,
-                                      class_names=list(r.class_names),
-                                      created_at=r.created_at) for r in rows], paging)
+        rows = Q.model_versions(session, offset=paging.offset, limit=paging.limit + 1)
+        return _page([_model_version_out(r) for r in rows], paging)
 
 
 # ---------------------------------------------------------------------------- the app
@@ -840,9 +513,9 @@ def create_app(db: Database, *, frames_root: str | pathlib.Path | None = None,
     app = FastAPI(title="tlc_jax live API", version="1",
                   description=__doc__.split("\n\n")[0])
     root = None if frames_root is None else pathlib.Path(frames_root).resolve()
-    app.state.live = _Settings(
-        db=db, frames_root=root, health=health, read_requires_key=read_requires_key,
-        anonymous_rate_per_min=anonymous_rate_per_min, limiter=RateLimiter(clock))
+    app.state.live = _Settings(db=db, frames_root=root, health=health)
+    auth.install(app, db, read_requires_key=read_requires_key,
+                 anonymous_rate_per_min=anonymous_rate_per_min, clock=clock)
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(sa.exc.OperationalError, _database_unavailable)
