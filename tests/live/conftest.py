@@ -1,10 +1,24 @@
 """Fixtures of the live system's tests: real databases and a tiny trained run.
 
 Only the tests under tests/live use them; the core tests (outside tests/live) never
-start a database server.
+start a database server. The live tests need the `test-live` extra: without it they
+stop at once with the command that installs it (the core tests alone:
+`python -m pytest --ignore=tests/live`).
 """
 
+import importlib.util
+
 import pytest
+
+# The live extra's packages (psycopg's import name included), checked before any live
+# test module imports them.
+_MISSING = [name for name in ("httpx", "sqlalchemy", "alembic", "psycopg", "fastapi",
+                              "uvicorn") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    raise pytest.UsageError(
+        f"The live tests (tests/live) need the test-live extra; missing: "
+        f"{', '.join(_MISSING)}. Install it with pip install -e \".[test-live]\", or run "
+        f"the core tests alone with python -m pytest --ignore=tests/live.")
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ def require_browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-        missing.append("the playwright package (pip install playwright)")
+        missing.append('the playwright package (pip install -e ".[test-live]")')
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         missing.append(f"chromium at {CHROMIUM} (apt-get install chromium, or set "
                        f"TLC_CHROMIUM)")
