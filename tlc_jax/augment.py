@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tlc_jax.preprocess import to_float
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentOptions:
@@ -25,10 +27,6 @@ class AugmentOptions:
     flip: bool = True  # Random horizontal flip with probability 1/2.
     color_jitter: float = 0.0  # Max relative change of brightness/contrast/saturation.
     cutout: int = 0  # Side of the square cut out (set to 0) per image; 0 = off.
-
-
-def to_float(images_u8: jax.Array) -> jax.Array:
-    return images_u8.astype(jnp.float32) / 255.0
 
 
 def random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:

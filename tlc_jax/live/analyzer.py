@@ -11,20 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import json
 import time
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
+from tlc_jax.inference import load_run, make_predict
 from tlc_jax.live.devices import Frame
 from tlc_jax.live.runtime import LatestFrameQueue
-from tlc_jax.models import create_model
-from tlc_jax.train import MODEL_FILE, normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,36 +37,14 @@ class Analyzer:
 
     def __init__(self, run_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32),
                  top_k: int = 3):
-        run_dir = Path(run_dir)
-        self.run_dir = run_dir.absolute()
-        spec_path = run_dir / MODEL_FILE
-        if not spec_path.is_file():
-            raise FileNotFoundError(f"{spec_path} not found: point the analyzer at the "
-                                    f"work directory of a run of tlc_jax.main.")
-        spec = json.loads(spec_path.read_text())
-        kwargs = {**spec["kwargs"], "dtype": jnp.dtype(spec["kwargs"]["dtype"])}
-        self.model = create_model(spec["name"], **kwargs)
-        self.class_names = tuple(spec["class_names"])
-        self.image_shape = tuple(spec["image_shape"])  # (H, W, C)
+        self.run_dir = Path(run_dir).absolute()
+        run = load_run(self.run_dir)
+        self.model, self.variables, self.step = run.model, run.variables, run.step
+        self.class_names = run.spec.class_names
+        self.image_shape = run.spec.image_shape  # (H, W, C)
         self.batch_sizes = tuple(sorted(set(batch_sizes)))
         self.top_k = min(top_k, len(self.class_names))
-        with ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
-                                   options=ocp.CheckpointManagerOptions(
-                                       read_only=True)) as mngr:
-            step = mngr.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"No checkpoint in {run_dir / 'checkpoints'}.")
-            self.step = int(step)
-            state = mngr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore()))["state"]
-        self.variables = jax.device_put({"params": state["params"],
-                                         "batch_stats": state["batch_stats"]})
-
-        def predict(variables, images_u8):
-            logits = self.model.apply(variables, normalize(images_u8 / 255.0), train=False)
-            return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32)), self.top_k)
-
-        self._predict = jax.jit(predict)
+        self._predict = make_predict(self.model, self.top_k)
 
     def warm_up(self) -> None:
         """Compiles every batch size now, so none compiles while frames arrive."""

@@ -1,0 +1,115 @@
+"""A trained run, as inference sees it: the model it trained, its weights, a predict
+function.
+
+A run of `tlc_jax.main` writes into its work directory `model.json` (a `ModelSpec`:
+what `create_model` needs to rebuild the network, the input shape and the class names)
+and `checkpoints/` (orbax). This module reads both back without the trainer, its data
+pipeline or its optimizer:
+
+    run = load_run("workdir/digits_lt")            # or which="best"
+    predict = make_predict(run.model, top_k=3)      # jitted
+    probabilities, classes = predict(run.variables, images_uint8_nhwc)
+
+The live analyzer uses this; so does transfer from an earlier run (`restore_state`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from tlc_jax.fileio import write_json_atomic
+from tlc_jax.models import create_model
+from tlc_jax.preprocess import model_input
+
+MODEL_FILE = "model.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_METRIC = "contrast_macro_f1"  # The trainer's best checkpoint is the highest.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What rebuilds a run's network: `create_model(name, **kwargs)` on images of
+    `image_shape` (H, W, C), predicting `class_names`."""
+
+    name: str
+    kwargs: dict[str, Any]  # JSON values only (dtype by name).
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+
+    def build(self) -> nn.Module:
+        return create_model(self.name, **self.kwargs)
+
+    def write(self, workdir: str | Path) -> None:
+        write_json_atomic(Path(workdir) / MODEL_FILE, {
+            "name": self.name, "kwargs": self.kwargs,
+            "image_shape": list(self.image_shape), "class_names": list(self.class_names)})
+
+    @classmethod
+    def read(cls, workdir: str | Path) -> "ModelSpec":
+        path = Path(workdir) / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: point at the work directory of a "
+                                    f"run of tlc_jax.main.")
+        spec = json.loads(path.read_text())
+        return cls(spec["name"], spec["kwargs"], tuple(spec["image_shape"]),
+                   tuple(spec["class_names"]))
+
+
+def checkpoint_folder(run: str | Path) -> Path:
+    """`run` is a work directory or its checkpoints/ folder."""
+    run = Path(run)
+    return (run / CHECKPOINT_DIR if (run / CHECKPOINT_DIR).is_dir() else run).absolute()
+
+
+def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
+    """(step, saved train state as host arrays) of a run's latest or best checkpoint,
+    read-only. The best is by contrast-set macro-F1, as the trainer keeps it."""
+    if which not in ("latest", "best"):
+        raise ValueError(f"which={which!r}: use 'latest' or 'best'.")
+    folder = checkpoint_folder(run)
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, best_fn=lambda m: m[BEST_METRIC], best_mode="max")
+    with ocp.CheckpointManager(folder, options=options) as mngr:
+        step = mngr.latest_step() if which == "latest" else mngr.best_step()
+        if step is None:
+            raise FileNotFoundError(f"No tlc-jax checkpoint in {folder}; point at a run's "
+                                    f"work directory.")
+        state = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+    return int(step), state
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    spec: ModelSpec
+    model: nn.Module
+    variables: dict  # {"params", "batch_stats"} on the default device.
+    step: int  # The checkpoint's step (the trainer's epoch index).
+
+
+def load_run(run_dir: str | Path, which: str = "latest") -> TrainedRun:
+    """A run's model and the weights of its latest (or best) checkpoint."""
+    spec = ModelSpec.read(run_dir)
+    step, state = restore_state(run_dir, which)
+    variables = jax.device_put({"params": state["params"],
+                                "batch_stats": state["batch_stats"]})
+    return TrainedRun(spec, spec.build(), variables, step)
+
+
+def make_predict(model: nn.Module, top_k: int) -> Callable:
+    """Jitted `(variables, images_u8 NHWC) -> (probabilities, class indices)`, each
+    (B, top_k), most probable first."""
+
+    def predict(variables, images_u8):
+        logits = model.apply(variables, model_input(images_u8), train=False)
+        return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32)), top_k)
+
+    return jax.jit(predict)
