@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from tlc_jax.models.densenet import IMAGENET_DENSENETS, DenseNet, densenet_bc, imagenet_densenet
 from tlc_jax.models.remat import DEFAULT_REMAT_POLICY, MEMORY_MODES, REMAT_POLICIES
@@ -27,15 +28,40 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 MODEL_NAMES = tuple(_FACTORIES)
 
 
+# Config fields that only some models take (the others have them fixed by name).
+_ARCHITECTURE_FIELDS = {"densenet_bc": ("depth", "growth_rate")}
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """The model called `name`; kwargs are its attributes (num_classes, dtype, memory,
-    remat_policy, in_channels; depth and growth_rate for densenet_bc)."""
+    """The model called `name`; kwargs are its attributes (num_classes, dtype - a
+    jnp dtype or its name -, memory, remat_policy, in_channels; depth and growth_rate
+    for densenet_bc)."""
     if name not in _FACTORIES:
         raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}.")
+    if isinstance(kwargs.get("dtype"), str):
+        kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
     try:
         return _FACTORIES[name](**kwargs)
     except TypeError as e:  # An unknown keyword: say which model refused it.
         raise TypeError(f"create_model({name!r}): {e}") from e
+
+
+def config_kwargs(cfg: Mapping[str, Any], num_classes: int,
+                  in_channels: int = 3) -> dict[str, Any]:
+    """`create_model` keywords (JSON-ready: dtype by name) from a model config - the
+    trainer's `config.model` or any mapping with its fields (name, memory,
+    remat_policy, dtype; depth and growth_rate where the model takes them)."""
+    kwargs = dict(num_classes=num_classes, in_channels=in_channels,
+                  dtype=str(jnp.dtype(cfg["dtype"])), memory=cfg["memory"],
+                  remat_policy=cfg["remat_policy"])
+    kwargs.update({f: cfg[f] for f in _ARCHITECTURE_FIELDS.get(cfg["name"], ())})
+    return kwargs
+
+
+def from_config(cfg: Mapping[str, Any], num_classes: int,
+                in_channels: int = 3) -> nn.Module:
+    """The model a model config describes (see `config_kwargs`)."""
+    return create_model(cfg["name"], **config_kwargs(cfg, num_classes, in_channels))
 
 
 _STEM = {"conv0", "norm0", "conv1", "bn1"}  # DenseNet / ResNet stems: stage 1.
@@ -72,5 +98,5 @@ def frozen_mask(model: nn.Module, params: Any, frozen_stages: int) -> Any:
 
 __all__ = [
     "DEFAULT_REMAT_POLICY", "DenseNet", "MEMORY_MODES", "MODEL_NAMES", "REMAT_POLICIES",
-    "ResNet", "create_model", "frozen_mask", "param_stage", "densenet_bc", "imagenet_densenet", "resnet18",
+    "ResNet", "config_kwargs", "create_model", "from_config", "frozen_mask", "param_stage", "densenet_bc", "imagenet_densenet", "resnet18",
 ]
