@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlc_jax import train
 from tlc_jax.config import parse_arg
 from tlc_jax.data import longtail_counts
+from tlc_jax.data.prepare import prepare
+
+from helpers import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
@@ -61,23 +63,20 @@ def test_config_arguments():
 
 
 def test_cifar10_lt_config_builds_the_long_tail_from_the_official_archive(tmp_path):
-    spec = importlib.util.spec_from_file_location("fake_cifar", ROOT / "tests/data/test_cifar.py")
-    fake = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fake)
-    fake.write_cifar10(tmp_path / "cifar", per_batch=200, test=50)
+    write_cifar10(tmp_path / "cifar", per_batch=200, test=50)
     config = load(ROOT / "configs/cifar10_lt.py", "ratio=10")
     config.unlock()
     config.data.root = str(tmp_path / "cifar")
     config.data.n_max = 60  # The fake archive has ~100 images per class.
-    splits = train.prepare_data(config.data, config.seed, tmp_path / "work")
+    splits = prepare(config.data, config.seed, tmp_path / "work")
     kept = splits.train.class_counts() + splits.contrast.class_counts()
     np.testing.assert_array_equal(kept, longtail_counts(60, 10, 10))
     assert len(splits.test) == 50  # The official test set, untouched.
     assert (splits.contrast.class_counts() >= 1).all()
     assert (splits.train.class_counts() >= 1).all()
     # A second preparation in the same workdir checks and reuses the recorded split.
-    again = train.prepare_data(config.data, config.seed, tmp_path / "work")
+    again = prepare(config.data, config.seed, tmp_path / "work")
     np.testing.assert_array_equal(again.train.labels, splits.train.labels)
     config.data.contrast_fraction = 0.3
     with pytest.raises(ValueError, match="records another data split"):
-        train.prepare_data(config.data, config.seed, tmp_path / "work")
+        prepare(config.data, config.seed, tmp_path / "work")

@@ -4,7 +4,6 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import io
 import os
 import pickle
 import socket
@@ -17,69 +16,7 @@ import pytest
 from tlc_jax.data import ChecksumError, DownloadError, load_cifar10, load_cifar100, load_dataset
 from tlc_jax.data.cifar import CIFAR10_MD5
 
-
-def _batch(rng, n, num_classes, label_keys):
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    batch = {b"batch_label": b"fake", b"data": data, b"filenames": [b"x.png"] * n}
-    for key in label_keys:
-        batch[key] = rng.integers(0, num_classes, size=n).tolist()
-    return batch
-
-
-def _add(tar, name, obj):
-    payload = pickle.dumps(obj, protocol=2)
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    tar.addfile(info, io.BytesIO(payload))
-
-
-def write_cifar10(folder, per_batch=3, test=4, seed=0):
-    """A cifar-10-python.tar.gz laid out like the official one; returns (path, batches)."""
-    rng = np.random.default_rng(seed)
-    batches = {f"data_batch_{i}": _batch(rng, per_batch, 10, [b"labels"]) for i in range(1, 6)}
-    batches["test_batch"] = _batch(rng, test, 10, [b"labels"])
-    names = [
-        n.encode()
-        for n in [
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        ]
-    ]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cifar-10-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        _add(tar, "cifar-10-batches-py/batches.meta", {b"label_names": names, b"num_vis": 3072})
-        for name, batch in batches.items():
-            _add(tar, f"cifar-10-batches-py/{name}", batch)
-    return path, batches
-
-
-def write_cifar100(folder, seed=0):
-    rng = np.random.default_rng(seed)
-    batches = {
-        "train": _batch(rng, 5, 100, [b"fine_labels", b"coarse_labels"]),
-        "test": _batch(rng, 2, 100, [b"fine_labels", b"coarse_labels"]),
-    }
-    for b in batches.values():
-        b[b"coarse_labels"] = [x % 20 for x in b[b"coarse_labels"]]
-    meta = {
-        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
-        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
-    }
-    path = folder / "cifar-100-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        _add(tar, "cifar-100-python/meta", meta)
-        for name, batch in batches.items():
-            _add(tar, f"cifar-100-python/{name}", batch)
-    return path, batches
+from helpers import write_cifar10, write_cifar100
 
 
 def expected_images(batches, names):

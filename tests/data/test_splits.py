@@ -1,15 +1,13 @@
-"""Train / contrast / test splits: the tiny-class rule, groups, determinism, saving."""
+"""Train / contrast / test splits: the tiny-class rule, groups, determinism."""
 
-import json
 import math
-import os
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlc_jax.data import load_or_make_split, load_split, longtail_indices, save_split, split_indices
+from tlc_jax.data import longtail_indices, split_indices
 from tlc_jax.data.splits import split_class_counts
 
 
@@ -135,40 +133,6 @@ def test_bad_arguments():
         split_indices(np.array([0, 2]), test_fraction=0.1, contrast_fraction=0.1, num_classes=2)
     with pytest.raises(ValueError, match="min_contrast_per_class"):
         split_indices(labels, test_fraction=0.1, contrast_fraction=0.1, min_contrast_per_class=-1)
-
-
-def test_save_and_load(tmp_path):
-    labels = np.random.default_rng(0).integers(0, 4, size=200)
-    split = split_indices(labels, test_fraction=0.2, contrast_fraction=0.1)
-    path = save_split(split, tmp_path / "run", num_examples=200, config={"seed": 0})
-    assert path == tmp_path / "run" / "split.json"
-    assert os.listdir(tmp_path / "run") == ["split.json"]  # No temporary file left.
-    for where in (path, tmp_path / "run"):
-        loaded = load_split(where)
-        assert set(loaded) == {"train", "contrast", "test"}
-        for k in split:
-            np.testing.assert_array_equal(loaded[k], split[k])
-    with pytest.raises(ValueError, match="made for 200 examples"):
-        load_split(path, num_examples=199)
-    with pytest.raises(ValueError, match="overlap"):
-        save_split({"train": [0, 1], "contrast": [1]}, tmp_path)
-    with pytest.raises(FileNotFoundError, match="split.json"):
-        load_split(tmp_path / "elsewhere")
-    path.write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(ValueError, match="not a tlc_jax split file"):
-        load_split(path)
-
-
-def test_load_or_make_split_reuses_and_refuses_changes(tmp_path):
-    labels = np.random.default_rng(0).integers(0, 4, size=100)
-    first = load_or_make_split(tmp_path, labels, test_fraction=0.2, contrast_fraction=0.1, seed=1)
-    again = load_or_make_split(tmp_path, labels, test_fraction=0.2, contrast_fraction=0.1, seed=1)
-    for k in first:
-        np.testing.assert_array_equal(first[k], again[k])
-    with pytest.raises(ValueError, match="was made with"):
-        load_or_make_split(tmp_path, labels, test_fraction=0.2, contrast_fraction=0.1, seed=2)
-    with pytest.raises(ValueError, match="made for 100 examples"):
-        load_or_make_split(tmp_path, labels[:50], test_fraction=0.2, contrast_fraction=0.1, seed=1)
 
 
 # --- properties -----------------------------------------------------------------------------

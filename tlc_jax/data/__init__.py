@@ -6,6 +6,7 @@ optional group ids). `load_dataset(name, root, **kw)` picks a loader by name.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -19,13 +20,7 @@ from tlc_jax.data.ham10000 import load_ham10000
 from tlc_jax.data.idx import load_fashion_mnist, load_kmnist, load_mnist
 from tlc_jax.data.image_folder import load_image_folder
 from tlc_jax.data.longtail import longtail_counts, longtail_indices, make_longtailed
-from tlc_jax.data.splits import (
-    load_or_make_split,
-    load_split,
-    save_split,
-    split_class_counts,
-    split_indices,
-)
+from tlc_jax.data.splits import split_class_counts, split_indices
 from tlc_jax.data.synthetic import synthetic
 
 
@@ -43,20 +38,42 @@ def _no_root(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
     return load
 
 
-_LOADERS: dict[str, Callable[..., ImageDataset]] = {
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "kmnist": load_kmnist,
-    "image_folder": load_image_folder,
-    "caltech101": _load_caltech101,
-    "ham10000": load_ham10000,
-    "digits": _no_root(load_digits),
-    "synthetic": _no_root(synthetic),
+def _folder_options(cfg: Any, *, exclude: bool = True) -> dict[str, Any]:
+    """Image folders: decoded at config.data.image_size (224 px by default)."""
+    opts = dict(image_size=cfg.image_size or 224, skip_corrupt=cfg.skip_corrupt,
+                cache_dir=cfg.cache_dir or None)
+    if exclude:
+        opts["exclude_classes"] = tuple(cfg.exclude_classes)
+    return opts
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A dataset kind: its loader, whether it ships its own test set, and which loader
+    options the trainer's `config.data` sets for it."""
+
+    load: Callable[..., ImageDataset]
+    has_test_set: bool = False  # True: load(split="train") / load(split="test").
+    needs_root: bool = True
+    options: Callable[[Any], dict[str, Any]] = lambda cfg: {}
+
+
+SOURCES: dict[str, Source] = {
+    "cifar10": Source(load_cifar10, True, options=lambda c: dict(download=c.download)),
+    "cifar100": Source(load_cifar100, True, options=lambda c: dict(download=c.download)),
+    "mnist": Source(load_mnist, True),
+    "fashion_mnist": Source(load_fashion_mnist, True),
+    "kmnist": Source(load_kmnist, True),
+    "image_folder": Source(load_image_folder, options=_folder_options),
+    "caltech101": Source(_load_caltech101, options=_folder_options),
+    "ham10000": Source(load_ham10000,
+                       options=lambda c: _folder_options(c, exclude=False)),
+    "digits": Source(_no_root(load_digits), needs_root=False, options=lambda c: dict(
+        image_size=c.image_size or None, channels=c.channels)),
+    "synthetic": Source(_no_root(synthetic), needs_root=False),
 }
 
-DATASET_NAMES = tuple(_LOADERS)
+DATASET_NAMES = tuple(SOURCES)
 
 
 def _normalise(name: str) -> str:
@@ -66,18 +83,30 @@ def _normalise(name: str) -> str:
 _BY_KEY = {_normalise(n): n for n in DATASET_NAMES}
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> ImageDataset:
-    """Loads dataset `name` from `root` (ignored by 'digits' and 'synthetic').
-
-    Names ignore case, '-', '_' and spaces ('CIFAR-100' is 'cifar100'). `kwargs` go to
-    the loader (e.g. split='test', image_size=224, download=True).
-    """
+def source(name: str) -> Source:
+    """The dataset kind called `name` (case, '-', '_' and spaces ignored: 'CIFAR-100'
+    is 'cifar100')."""
     key = _BY_KEY.get(_normalise(name))
     if key is None:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
-    if root is None and key not in ("digits", "synthetic"):
+    return SOURCES[key]
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> ImageDataset:
+    """Loads dataset `name` from `root` (ignored by 'digits' and 'synthetic').
+
+    `kwargs` go to the loader (e.g. split='test', image_size=224, download=True).
+    """
+    src = source(name)
+    if root is None and src.needs_root:
         raise ValueError(f"dataset {name!r} needs root, the folder that holds its files")
-    return _LOADERS[key](root, **kwargs)
+    return src.load(root, **kwargs)
+
+
+def load_from_config(cfg: Any, **kwargs: Any) -> ImageDataset:
+    """`load_dataset` with the options a trainer `config.data` sets for its kind."""
+    return load_dataset(cfg.name, cfg.root or None, **source(cfg.name).options(cfg),
+                        **kwargs)
 
 
 __all__ = [
@@ -86,24 +115,25 @@ __all__ = [
     "DATASET_NAMES",
     "DownloadError",
     "ImageDataset",
+    "SOURCES",
+    "Source",
     "load_cifar10",
     "load_cifar100",
     "load_dataset",
+    "load_from_config",
     "load_digits",
     "load_fashion_mnist",
     "load_ham10000",
     "load_image_folder",
     "load_kmnist",
     "load_mnist",
-    "load_or_make_split",
-    "load_split",
     "longtail_counts",
     "longtail_indices",
     "make_longtailed",
     "open_saved_dataset",
     "save_dataset",
-    "save_split",
     "split_class_counts",
+    "source",
     "split_indices",
     "synthetic",
 ]

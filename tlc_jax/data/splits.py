@@ -1,4 +1,4 @@
-"""Train / contrast / test splits: stratified, optionally grouped, seeded, saved.
+"""Train / contrast / test splits: stratified, optionally grouped, seeded.
 
 TLC measures per-class F1 on a *contrast* set carved from the training data; it must
 be disjoint from what the model trains on and from the test set, and contain every
@@ -28,20 +28,13 @@ not depend on the other classes.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from tlc_jax.fileio import atomic_file
 
 SPLIT_NAMES = ("train", "contrast", "test")
-SPLIT_FILE = "split.json"
-_FORMAT = "tlc_jax.split"
-_VERSION = 1
 
 
 def _round_half_up(x: float) -> int:
@@ -154,119 +147,3 @@ def split_class_counts(
     """Images per class in each split, for logging and checks."""
     labels = np.asarray(labels)
     return {name: np.bincount(labels[idx], minlength=num_classes) for name, idx in split.items()}
-
-
-def _check_split(
-    split: Mapping[str, np.ndarray], num_examples: int | None, source: str
-) -> dict[str, np.ndarray]:
-    out = {}
-    for name, idx in split.items():
-        idx = np.asarray(idx)
-        if idx.size == 0:
-            idx = idx.astype(np.int64)
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(
-                f"{source}: split {name!r} must be 1-D integer indices, got dtype {idx.dtype} "
-                f"shape {idx.shape}"
-            )
-        if num_examples is not None and len(idx) and (idx.min() < 0 or idx.max() >= num_examples):
-            raise ValueError(f"{source}: split {name!r} has indices outside [0, {num_examples})")
-        out[name] = idx.astype(np.int64)
-    everything = np.concatenate([np.zeros(0, np.int64), *out.values()])
-    values, counts = np.unique(everything, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(
-            f"{source}: splits overlap or repeat indices, e.g. {values[counts > 1][:10].tolist()}"
-        )
-    return out
-
-
-def save_split(
-    split: Mapping[str, np.ndarray],
-    workdir: str | os.PathLike,
-    *,
-    num_examples: int | None = None,
-    config: Mapping[str, Any] | None = None,
-    filename: str = SPLIT_FILE,
-) -> Path:
-    """Writes the split's indices to `workdir/filename` (JSON, atomically); returns the path.
-
-    `num_examples` (the size of the indexed set) and `config` (how it was made) are
-    stored so `load_split` can refuse a split that belongs to another dataset.
-    """
-    path = Path(workdir) / filename
-    checked = _check_split(split, num_examples, "save_split")
-    payload = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "num_examples": num_examples,
-        "config": dict(config or {}),
-        "indices": {name: idx.tolist() for name, idx in checked.items()},
-    }
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(payload))
-    return path
-
-
-def read_split_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw saved payload (format, num_examples, config, indices as lists)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SPLIT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no split file at {str(path)!r} (expected a {SPLIT_FILE} written by save_split, or "
-            "a work directory holding one)"
-        )
-    payload = json.loads(path.read_text())
-    if payload.get("format") != _FORMAT or payload.get("version") != _VERSION:
-        raise ValueError(
-            f"{str(path)!r} is not a tlc_jax split file (format {payload.get('format')!r})"
-        )
-    return payload
-
-
-def load_split(
-    path: str | os.PathLike, *, num_examples: int | None = None
-) -> dict[str, np.ndarray]:
-    """Reads a split written by `save_split` (a file, or a work directory holding split.json).
-
-    With `num_examples`, a split saved for a set of another size is an error.
-    """
-    payload = read_split_file(path)
-    saved_n = payload.get("num_examples")
-    if num_examples is not None and saved_n is not None and saved_n != num_examples:
-        raise ValueError(
-            f"split {str(path)!r} was made for {saved_n} examples, this dataset has {num_examples}"
-        )
-    return _check_split(
-        payload["indices"], num_examples if num_examples is not None else saved_n, str(path)
-    )
-
-
-def load_or_make_split(
-    workdir: str | os.PathLike,
-    labels: np.ndarray,
-    *,
-    groups: np.ndarray | None = None,
-    filename: str = SPLIT_FILE,
-    **kwargs: Any,
-) -> dict[str, np.ndarray]:
-    """The split saved in `workdir`, or a new one (`split_indices(labels, **kwargs)`), saved there.
-
-    Resuming a run reuses its split; asking for different options than those it was
-    made with is an error rather than a silent change of the contrast or test set.
-    """
-    config = {**kwargs, "grouped": groups is not None}
-    path = Path(workdir) / filename
-    if path.is_file():
-        saved = read_split_file(path).get("config", {})
-        if saved != json.loads(json.dumps(config)):
-            raise ValueError(
-                f"{str(path)!r} was made with {saved}, now asked for {config}; use another "
-                "workdir or delete it"
-            )
-        return load_split(path, num_examples=len(labels))
-    split = split_indices(labels, groups=groups, **kwargs)
-    save_split(split, workdir, num_examples=len(labels), config=config, filename=filename)
-    return split
