@@ -49,6 +49,7 @@ import base64
 import collections
 import colorsys
 import concurrent.futures
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -100,6 +101,90 @@ def _head(status: int, headers: Iterable[tuple[str, str]] = (), *, length: int |
     elif version == "HTTP/1.0":
         lines.append("Connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclasses.dataclass
+class _Request:
+    """A request's line and headers (names lower-case, repeated ones joined by ", ")."""
+
+    method: str
+    target: str
+    version: str  # "HTTP/1.1" or "HTTP/1.0".
+    headers: dict[str, str]
+    keep_alive: bool  # Whether the connection stays open after the answer.
+
+
+class _BadRequest(Exception):
+    """A request that cannot be understood: answered with `status`, then the connection
+    closes."""
+
+    def __init__(self, status: int, version: str = "HTTP/1.1"):
+        super().__init__(status)
+        self.status, self.version = status, version
+
+
+def _parse_request(head: bytes) -> _Request:
+    """The request line and headers (up to the blank line); _BadRequest if malformed."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise _BadRequest(400)
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadRequest(505 if version.startswith("HTTP/") else 400)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _BadRequest(400, version)
+        name = name.lower()
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    keep_alive = ("close" not in tokens if version == "HTTP/1.1"
+                  else "keep-alive" in tokens)
+    return _Request(method, target, version, headers, keep_alive)
+
+
+async def _drop_body(request: _Request, reader: asyncio.StreamReader) -> None:
+    """Reads a request body (unusual for GET) and drops it. One that cannot be framed
+    (chunked) or is too large is left unread and the connection closes after the
+    answer; a bad Content-Length is a _BadRequest."""
+    if "transfer-encoding" in request.headers:
+        request.keep_alive = False
+    elif "content-length" in request.headers:
+        length = request.headers["content-length"]
+        if not length.isdigit():
+            raise _BadRequest(400, request.version)
+        if int(length) > _MAX_BODY:
+            request.keep_alive = False
+        elif int(length):
+            await reader.readexactly(int(length))
+
+
+def _camera_path(target: str) -> tuple[int, bool]:
+    """(camera index, whether the stream) of /cam/{i}/snapshot.jpg or /cam/{i}/stream.mjpg
+    (also in absolute form, query ignored); index -1 for any other path."""
+    path = target
+    if path.startswith(("http://", "https://")):  # Absolute form (proxies).
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    path = path.partition("?")[0]
+    pieces = path.split("/")
+    if (len(pieces) == 4 and pieces[0] == "" and pieces[1] == "cam"
+            and pieces[3] in ("snapshot.jpg", "stream.mjpg")
+            and pieces[2].isascii() and pieces[2].isdigit() and len(pieces[2]) < 10):
+        return int(pieces[2]), pieces[3] == "stream.mjpg"
+    return -1, False
+
+
+def _text(request: _Request, status: int, headers: list[tuple[str, str]],
+          text: str) -> bytes:
+    """A whole response with a one-line plain-text body (404, 401, 503)."""
+    body = (text + "\n").encode()
+    return _head(status, headers, length=len(body), close=not request.keep_alive,
+                 version=request.version) + body
 
 
 def _draw(index: int, count: int, width: int, height: int) -> list[np.ndarray]:
@@ -511,80 +596,46 @@ class CameraServer:
     async def _handle(self, head: bytes, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> bool:
         """Answers one request; False when the connection must close afterwards."""
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[0] or not parts[1]:
+        try:
+            request = _parse_request(head)
+            await _drop_body(request, reader)
+        except _BadRequest as e:
             self.requests["bad_request"] += 1
-            await self._send(writer, _head(400, close=True))
+            await self._send(writer, _head(e.status, close=True, version=e.version))
             return False
-        method, target, version = parts
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            self.requests["bad_request"] += 1
-            await self._send(writer, _head(505 if version.startswith("HTTP/") else 400,
-                                           close=True))
-            return False
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                self.requests["bad_request"] += 1
-                await self._send(writer, _head(400, close=True, version=version))
-                return False
-            name = name.lower()
-            value = value.strip()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        keep_alive = ("close" not in tokens if version == "HTTP/1.1"
-                      else "keep-alive" in tokens)
-
-        # A request body (unusual for GET) is read and dropped; one we cannot frame or
-        # that is too large ends the connection after the answer.
-        if "transfer-encoding" in headers:
-            keep_alive = False
-        elif "content-length" in headers:
-            length = headers["content-length"]
-            if not length.isdigit():
-                self.requests["bad_request"] += 1
-                await self._send(writer, _head(400, close=True, version=version))
-                return False
-            if int(length) > _MAX_BODY:
-                keep_alive = False
-            elif int(length):
-                await reader.readexactly(int(length))
-
-        if method != "GET":
+        if request.method != "GET":
             self.requests["bad_method"] += 1
-            await self._send(writer, _head(405, [("Allow", "GET")], close=not keep_alive,
-                                           version=version))
-            return keep_alive
-
-        path = target
-        if path.startswith(("http://", "https://")):  # Absolute form (proxies).
-            path = "/" + path.split("://", 1)[1].partition("/")[2]
-        path = path.partition("?")[0]
-        pieces = path.split("/")
-        index = -1
-        if (len(pieces) == 4 and pieces[0] == "" and pieces[1] == "cam"
-                and pieces[3] in ("snapshot.jpg", "stream.mjpg")
-                and pieces[2].isascii() and pieces[2].isdigit() and len(pieces[2]) < 10):
-            index = int(pieces[2])
+            await self._send(writer, _head(405, [("Allow", "GET")],
+                                           close=not request.keep_alive,
+                                           version=request.version))
+            return request.keep_alive
+        index, stream = _camera_path(request.target)
         if not 0 <= index < self.n:
             self.requests["not_found"] += 1
-            body = b"No such camera.\n"
-            await self._send(writer, _head(404, [("Content-Type", "text/plain")],
-                                           length=len(body), close=not keep_alive,
-                                           version=version) + body)
-            return keep_alive
+            await self._send(writer, _text(request, 404, [("Content-Type", "text/plain")],
+                                           "No such camera."))
+            return request.keep_alive
 
-        stream = pieces[3] == "stream.mjpg"
         behaviour = self.behaviours.get(index, "healthy")
         self.requests[behaviour] += 1
         self.requests["stream" if stream else "snapshot"] += 1
+        refused = await self._misbehave(request, behaviour, writer)
+        if refused is not None:
+            return refused
+        if stream:
+            await self._stream(writer, index, behaviour, request.version)
+            return False
+        await self._snapshot(request, index, behaviour, writer)
+        return request.keep_alive
 
+    async def _misbehave(self, request: _Request, behaviour: str,
+                         writer: asyncio.StreamWriter) -> bool | None:
+        """What the camera's behaviour does before it answers with a picture: None when
+        the picture follows, else whether the connection stays open (a dead camera
+        closes it without a word; a flapping one may answer 503, an authenticating one
+        401)."""
         if behaviour == "dead":
-            return False  # Close without a word.
+            return False
         if behaviour == "slow" and self.slow_s:
             await asyncio.sleep(self.slow_s)
             if writer.is_closing():
@@ -592,40 +643,41 @@ class CameraServer:
         if behaviour == "flapping":
             if int((time.monotonic() - self._started_at) / self.flap_s) % 2:
                 self.requests["unavailable"] += 1
-                body = b"Camera temporarily unavailable.\n"
-                await self._send(writer, _head(
-                    503, [("Content-Type", "text/plain"), ("Retry-After", "1")],
-                    length=len(body), close=not keep_alive, version=version) + body)
-                return keep_alive
+                await self._send(writer, _text(
+                    request, 503, [("Content-Type", "text/plain"), ("Retry-After", "1")],
+                    "Camera temporarily unavailable."))
+                return request.keep_alive
         elif behaviour in ("basic", "digest"):
-            authorization = headers.get("authorization", "")
+            authorization = request.headers.get("authorization", "")
             if behaviour == "basic":
                 ok = hmac.compare_digest(authorization.encode(), self._basic.encode())
                 challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
             else:
-                ok, stale = self._check_digest(authorization, "GET", target)
+                ok, stale = self._check_digest(authorization, "GET", request.target)
                 challenge = self._digest_challenge(stale)
             if not ok:
                 self.requests["unauthorized"] += 1
-                body = b"Authentication required.\n"
-                await self._send(writer, _head(
-                    401, [("WWW-Authenticate", challenge), ("Content-Type", "text/plain")],
-                    length=len(body), close=not keep_alive, version=version) + body)
-                return keep_alive
+                await self._send(writer, _text(
+                    request, 401,
+                    [("WWW-Authenticate", challenge), ("Content-Type", "text/plain")],
+                    "Authentication required."))
+                return request.keep_alive
+        return None
 
-        if stream:
-            await self._stream(writer, index, behaviour, version)
-            return False
-        if behaviour in ("healthy", "slow", "flapping", "basic", "digest") and keep_alive \
-                and version == "HTTP/1.1":
+    async def _snapshot(self, request: _Request, index: int, behaviour: str,
+                        writer: asyncio.StreamWriter) -> None:
+        """Camera `index`'s current picture as one response: the response encoded at
+        start-up when the picture is valid and the connection a keep-alive HTTP/1.1 one,
+        else written here (malformed, oversized, or with its connection header)."""
+        if behaviour in ("healthy", "slow", "flapping", "basic", "digest") \
+                and request.keep_alive and request.version == "HTTP/1.1":
             await self._send(writer, self._snapshots[index][self._picture(index)])
         else:
             body, total = self._body(index, behaviour)
             head = _head(200, [("Content-Type", "image/jpeg"), ("Cache-Control", "no-store")],
-                         length=total, close=not keep_alive, version=version)
+                         length=total, close=not request.keep_alive, version=request.version)
             await self._send_padded(writer, head, body, total)
         self.served += 1
-        return keep_alive
 
     async def _stream(self, writer: asyncio.StreamWriter, index: int, behaviour: str,
                       version: str) -> None:
