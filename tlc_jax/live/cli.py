@@ -285,33 +285,39 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tlc_jax.live", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---------------------------------------------------------------------------- arguments
 
-    def where(p):
-        p.add_argument("--workdir", help="Work directory (SQLite database live.db, "
-                                         "frames/, health.json).")
-        p.add_argument("--db", help="Database URL (default: SQLite in --workdir).")
 
-    def positive(text):
-        value = float(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
-        return value
+def _where(p: argparse.ArgumentParser) -> None:
+    """The database's whereabouts: --workdir and --db (see `_database`)."""
+    p.add_argument("--workdir", help="Work directory (SQLite database live.db, "
+                                     "frames/, health.json).")
+    p.add_argument("--db", help="Database URL (default: SQLite in --workdir).")
 
-    def sizes(text):
-        try:
-            values = sorted({int(x) for x in text.split(",")})
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1,8,32") from None
-        if values[0] < 1:
-            raise argparse.ArgumentTypeError("batch sizes must be >= 1")
-        return values
 
+def positive(text: str) -> float:
+    """An argument type: a number > 0 (argparse names it in errors: "invalid positive
+    value")."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0; got {text}")
+    return value
+
+
+def sizes(text: str) -> list[int]:
+    """An argument type: comma-separated batch sizes >= 1, sorted, without repeats."""
+    try:
+        values = sorted({int(x) for x in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1,8,32") from None
+    if values[0] < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be >= 1")
+    return values
+
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="Poll the devices, store frames, classify them.")
-    where(run)
+    _where(run)
     run.add_argument("--checkpoint",
                      help="Work directory of a tlc_jax.main run (model.json + checkpoints); "
                           "not needed with --role runtime.")
@@ -344,9 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Progress line interval.")
     run.set_defaults(func=cmd_run)
 
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="Serve the HTTP API (/api/v1, /docs) and the "
                                          "web interface (/).")
-    where(serve)
+    _where(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--frames-root", help="The frame store (default: WORKDIR/frames).")
@@ -359,11 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Proxies trusted for --proxy-headers.")
     serve.set_defaults(func=cmd_serve)
 
+
+def _add_openapi(sub) -> None:
     openapi = sub.add_parser("openapi", help="Print the API's OpenAPI document (or, "
                                              "with --markdown, its reference).")
     openapi.add_argument("--markdown", action="store_true")
     openapi.set_defaults(func=cmd_openapi)
 
+
+def _add_keys(sub) -> None:
     keys = sub.add_parser("keys", help="API keys: create, list, revoke.")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     create = ksub.add_parser("create", help="Create a key; its token is printed once.")
@@ -371,27 +383,29 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", action="append", choices=("read", "write", "admin"),
                         help="Repeatable; default read. write allows reads too.")
     create.add_argument("--rate-per-min", type=int, default=600)
-    where(create)
+    _where(create)
     revoke = ksub.add_parser("revoke", help="Revoke a key (its name is never reused).")
     revoke.add_argument("name")
-    where(revoke)
+    _where(revoke)
     listing = ksub.add_parser("list", help="List keys (never their secrets).")
-    where(listing)
+    _where(listing)
     for p in (create, revoke, listing):
         p.set_defaults(func=cmd_keys)
 
+
+def _add_devices(sub) -> None:
     devices = sub.add_parser("devices", help="Import, export or search devices.")
     dsub = devices.add_subparsers(dest="devices_command", required=True)
     imp = dsub.add_parser("import", help="Import devices from CSV (create or update by "
                                          "name); bad rows are listed with line numbers.")
     imp.add_argument("csv")
-    where(imp)
+    _where(imp)
     imp.set_defaults(func=cmd_devices_import)
     exp = dsub.add_parser("export", help="Export devices to CSV.")
     exp.add_argument("csv")
     exp.add_argument("--with-credentials", action="store_true",
                      help="Include usernames, passwords and API keys.")
-    where(exp)
+    _where(exp)
     exp.set_defaults(func=cmd_devices_export)
     search = dsub.add_parser("search", help="Find devices by place, radius or text.")
     search.add_argument("--near", help="LAT,LON (with --km).")
@@ -401,9 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--text", help="Name or any place field contains this.")
     search.add_argument("--limit", type=int, default=100)
     search.add_argument("--json", action="store_true", help="Print JSON.")
-    where(search)
+    _where(search)
     search.set_defaults(func=cmd_devices_search)
 
+
+def _add_simulate(sub) -> None:
     sim = sub.add_parser("simulate", help="Start N simulated cameras on loopback (and "
                                           "register them with --workdir / --db); `run` "
                                           "needs --allow 127.0.0.1 to poll them.")
@@ -423,8 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "(also flapping, malformed, oversized, basic, digest).")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--duration-s", type=positive, help="Stop after this long.")
-    where(sim)
+    _where(sim)
     sim.set_defaults(func=cmd_simulate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per `cmd_*` function, in the order of --help."""
+    parser = argparse.ArgumentParser(prog="python -m tlc_jax.live", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_serve, _add_openapi, _add_keys, _add_devices, _add_simulate):
+        add(sub)
     return parser
 
 
