@@ -1,6 +1,5 @@
 """The analyzer classifies live frames with a model trained by the trainer."""
 
-import asyncio
 import io
 
 import pytest
@@ -9,7 +8,6 @@ from PIL import Image
 from tlc_jax.data import load_digits
 from tlc_jax.live import devices as D
 from tlc_jax.live.analyzer import Analyzer
-from tlc_jax.live.runtime import LatestFrameQueue
 
 
 @pytest.fixture
@@ -43,28 +41,6 @@ def test_classify_in_fixed_batch_sizes_without_recompiling(run_dir):
         assert 0 < sum(p.probabilities) <= 1 + 1e-6
     # Preprocessing follows the model's input: 8x8 grey here, whatever the frame size.
     assert analyzer.preprocess(frames[0]).shape == (8, 8, 1)
-
-
-def test_run_loop_batches_frames_from_the_queue(run_dir):
-    analyzer = Analyzer(run_dir, batch_sizes=(1, 8))
-    analyzer.warm_up()
-    got = []
-
-    async def main():
-        queue, stop = LatestFrameQueue(100), asyncio.Event()
-        task = asyncio.create_task(analyzer.run(queue, stop, got.extend, max_wait_s=0.05))
-        for frame in digit_frames(20):
-            queue.put(frame)
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if len(got) == 20:
-                break
-        stop.set()
-        await task
-
-    asyncio.run(main())
-    assert len(got) == 20
-    assert analyzer._predict._cache_size() == 2
 
 
 def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):

@@ -1,26 +1,25 @@
 """The analyzer: classifies live frames with a model trained by `tlc_jax.main`.
 
-Frames from any number of devices are batched together, up to the largest batch size
-or until `max_wait_s` passes, and padded to one of a few fixed batch sizes: each size
-is compiled once at start-up (`warm_up`), so nothing recompiles while running, on CPU
-or GPU alike.
+`classify` takes frames from any number of devices at once, in chunks of the largest
+batch size, each padded to one of a few fixed batch sizes: each size is compiled once
+at start-up (`warm_up`), so nothing recompiles while running, on CPU or GPU alike. The
+analyzer does not wait for frames itself: the live service (`tlc_jax.live.service`)
+gathers them, up to the largest batch size at a time (from its queue, waiting at most
+`ServiceConfig.max_wait_s` to fill a batch, or claimed from the database).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import io
-import time
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 
 from tlc_jax.inference import load_run, make_predict
 from tlc_jax.live.devices import Frame
-from tlc_jax.live.runtime import LatestFrameQueue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,25 +78,3 @@ class Analyzer:
                                       tuple(self.class_names[k] for k in i),
                                       tuple(float(x) for x in p)))
         return out
-
-    async def run(self, queue: LatestFrameQueue, stop: asyncio.Event,
-                  on_predictions: Callable[[list[Prediction]], Awaitable[None] | None],
-                  max_wait_s: float = 0.05) -> None:
-        """Until `stop`: batch frames from `queue`, classify, hand predictions on."""
-        largest = self.batch_sizes[-1]
-        while not stop.is_set():
-            try:
-                first = await asyncio.wait_for(queue.get(), timeout=0.1)
-            except asyncio.TimeoutError:
-                continue
-            frames, deadline = [first], time.monotonic() + max_wait_s
-            while len(frames) < largest and time.monotonic() < deadline:
-                try:
-                    frames.append(await asyncio.wait_for(
-                        queue.get(), timeout=max(0.0, deadline - time.monotonic())))
-                except asyncio.TimeoutError:
-                    break
-            predictions = await asyncio.to_thread(self.classify, frames)
-            result = on_predictions(predictions)
-            if asyncio.iscoroutine(result):
-                await result

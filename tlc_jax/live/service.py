@@ -64,7 +64,7 @@ class ServiceConfig:
     ingest_queue: int = 2048  # Fetched frames waiting to be stored (oldest dropped).
     analyzer_queue: int = 512  # Stored frames waiting to be classified (oldest dropped).
     write_batch: int = 64  # Frames stored per database transaction, at most.
-    max_wait_s: float = 0.05  # The analyzer waits this long to fill a batch.
+    max_wait_s: float = 0.05  # The classify stage waits this long to fill a batch.
     retention_max_bytes: int | None = None  # Frame store size limit.
     retention_max_age_s: float | None = None  # Frames older than this are deleted.
     retention_every_s: float = 60.0
