@@ -8,6 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from tlc_jax import losses
+from tlc_jax import metrics as M
 from tlc_jax.metrics import accumulate_confusion, classification_report
 
 RNG = np.random.default_rng(0)
@@ -103,3 +104,27 @@ def test_confusion_mask_drops_padding_and_empty_groups_are_none():
     assert int(cm.sum()) == 2 and int(cm[2, 1]) == 0
     r = classification_report(np.asarray(cm), train_counts=[5, 5, 5])
     assert r["many_shot_accuracy"] is None and r["few_shot_accuracy"] == 1.0
+
+
+def test_confusion_and_f1_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 6, 500)
+    # Class 5 is never predicted and class 4 never occurs: both have undefined values.
+    p = np.where(rng.random(500) < 0.6, y, rng.integers(0, 5, 500))
+    y[y == 4] = 3
+    p[p == 5] = 0
+    cm = M.confusion_matrix(y, p, 6)
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(y, p, labels=range(6)))
+    precision, recall, f1 = M.precision_recall_f1(cm)
+    ref = skm.precision_recall_fscore_support(y, p, labels=range(6), zero_division=0)
+    np.testing.assert_allclose(precision, ref[0])
+    np.testing.assert_allclose(recall, ref[1])
+    np.testing.assert_allclose(f1, ref[2])
+    assert f1[4] == 0 and f1[5] == 0
+
+
+def test_confusion_rejects_out_of_range():
+    with pytest.raises(ValueError, match="labels outside \\[0, 3\\)"):
+        M.confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError, match="differ in length"):
+        M.confusion_matrix([0, 1], [0], 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlc_jax import augment
-from tlc_jax import train as step_lib
+from tlc_jax import step as step_lib
 from tlc_jax.models import create_model, frozen_mask
 
 # (loss, complement loss or None, sum of params, sum of |params|, sum of batch_stats)
@@ -41,7 +41,7 @@ def one_step(loss: str, augmented: bool):
                                 variables["batch_stats"], tx.init(params),
                                 cot_tx.init(params) if cot_tx else None)
     step = jax.jit(step_lib.make_train_step(model, tx, cot_tx, cfg))
-    quotas = jnp.full((10,), 4, jnp.int32)
+    quotas = jnp.full((10,), 4.0, jnp.float32)
     state, out = step(state, batch, quotas, jax.random.key(3))
     leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(state.params)]
     stats = [np.asarray(x, np.float64) for x in jax.tree.leaves(state.batch_stats)]

@@ -5,43 +5,17 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from tlc_jax import train
+from tlc_jax.data.prepare import SPLIT_FILE
+from tlc_jax.models import create_model
+from tlc_jax.pretrained import transfer_from_run
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_config(arg=None):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("digits_lt", ROOT / "configs/digits_lt.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
-def tiny_config(**overrides):
-    """The default config shrunk for 2 CPU cores: 8 px digits, DenseNet-BC-10, k=4."""
-    c = load_config()
-    c.unlock()
-    c.data.image_size = 0  # Native 8 x 8.
-    c.model.depth = 10
-    c.model.growth_rate = 4
-    c.train.epochs = 2
-    c.train.images_per_class = 4
-    c.train.lr_schedule = "constant"
-    c.train.learning_rate = 0.05
-    c.eval.batch_size = 64
-    for key, value in overrides.items():
-        section, field = key.split(".")
-        c[section][field] = value
-    c.lock()
-    return c
+from helpers import ROOT, load_config, tiny_config
 
 
 WITH_WARMUP = {"warmup.enabled": True, "warmup.epochs": 1, "warmup.batch_size": 32}
@@ -51,9 +25,18 @@ WITH_WARMUP = {"warmup.enabled": True, "warmup.epochs": 1, "warmup.batch_size": 
 def finished_run(tmp_path_factory):
     """Warm-up, two fine-tuning epochs (two quota updates), evaluation, report."""
     workdir = tmp_path_factory.mktemp("run")
-    trainer = train.Trainer(tiny_config(**WITH_WARMUP), workdir)
+    trainer = RecordingTrainer(tiny_config(**WITH_WARMUP), workdir)
     report = trainer.run()
     return trainer, report, workdir
+
+
+class RecordingTrainer(train.Trainer):
+    """Keeps each stage's compiled train step, to count its compilations."""
+
+    def compile_train_step(self, *args):
+        step = super().compile_train_step(*args)
+        self.compiled_steps = getattr(self, "compiled_steps", []) + [step]
+        return step
 
 
 def test_run_writes_a_complete_report(finished_run):
@@ -65,7 +48,7 @@ def test_run_writes_a_complete_report(finished_run):
     assert test["num_examples"] == len(trainer.data.test)
     assert len(test["per_class"]["f1"]) == 10
     assert json.loads((workdir / "report.json").read_text())["test"] == test
-    split = json.loads((workdir / train.SPLIT_FILE).read_text())
+    split = json.loads((workdir / SPLIT_FILE).read_text())
     assert not set(split["train"]) & set(split["contrast"])
     # The long tail: ratio 10 between the largest and smallest training class.
     counts = report["data"]["train"]
@@ -78,7 +61,7 @@ def test_active_sampling_updates_quotas_every_epoch_without_recompiling(finished
     assert len(quotas) == 2 and all(sum(q) == 40 and min(q) >= 1 for q in quotas)
     assert len(report["history"]["contrast_f1"]) == 2
     # Quotas are a traced input: one compilation for the whole phase.
-    assert trainer.train_step._cache_size() == 1
+    assert [s._cache_size() for s in trainer.compiled_steps] == [1, 1]  # Per stage.
     lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     steps = [l for l in lines if l["prefix"] == "finetune"]
     assert steps and all(l["quota_mismatch"] == 0 for l in steps)
@@ -212,19 +195,19 @@ def test_transfer_from_an_earlier_run_with_warmup_and_frozen_stages(finished_run
 
 def test_transfer_replaces_a_head_of_other_classes(finished_run):
     _, _, source_dir = finished_run
-    model = train.create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3,
+    model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3,
                                in_channels=1)
     template = jax.device_get(model.init(jax.random.key(5), np.zeros((1, 8, 8, 1))))
-    got = train.transfer_from_run(source_dir, template)
+    got = transfer_from_run(source_dir, template)
     np.testing.assert_array_equal(got["params"]["classifier"]["kernel"],
                                   template["params"]["classifier"]["kernel"])
-    wrong = train.create_model("densenet_bc", depth=16, growth_rate=4, num_classes=3,
+    wrong = create_model("densenet_bc", depth=16, growth_rate=4, num_classes=3,
                                in_channels=1)
     with pytest.raises(ValueError, match="another architecture"):
-        train.transfer_from_run(source_dir, jax.device_get(
+        transfer_from_run(source_dir, jax.device_get(
             wrong.init(jax.random.key(5), np.zeros((1, 8, 8, 1)))))
     with pytest.raises(FileNotFoundError, match="No tlc-jax checkpoint"):
-        train.transfer_from_run(source_dir / "tensorboard", template)
+        transfer_from_run(source_dir / "tensorboard", template)
 
 
 def test_offline_augmentation_trains_on_materialised_copies(tmp_path):
@@ -338,7 +321,7 @@ def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
 SHARDED_STEP = r'''
 import jax, jax.numpy as jnp, numpy as np, optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tlc_jax import train
+from tlc_jax import step as S
 from tlc_jax.models import create_model, frozen_mask
 
 assert jax.device_count() == 8
@@ -346,14 +329,14 @@ model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=10, in_
 x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1)).astype(np.uint8)
 y = np.arange(32) % 10
 variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-tx = train.make_optimizer("sgd", 0.1, frozen=frozen_mask(model, variables["params"], 0))
-cfg = train.StepConfig(num_classes=10, frozen_stages=0, loss="ce", focal_gamma=2.0,
+tx = S.make_optimizer("sgd", 0.1, frozen=frozen_mask(model, variables["params"], 0))
+cfg = S.StepConfig(num_classes=10, frozen_stages=0, loss="ce", focal_gamma=2.0,
                        augment=None)
-step = train.make_train_step(model, tx, None, cfg)
+step = S.make_train_step(model, tx, None, cfg)
 
 def fresh():
     p, b = variables["params"], variables["batch_stats"]
-    return train.TrainState(jnp.zeros((), jnp.int32), p, b, tx.init(p), None)
+    return S.TrainState(jnp.zeros((), jnp.int32), p, b, tx.init(p), None)
 
 quotas = jnp.zeros(10, jnp.int32)
 single, _ = jax.jit(step)(fresh(), {"image": x, "label": y}, quotas, jax.random.key(1))

@@ -1,4 +1,5 @@
-"""Evaluation metrics from a confusion matrix, and its jitted accumulation.
+"""Evaluation metrics: the confusion matrix (numpy, and accumulated on device inside
+jit), per-class precision / recall / F1 from it (Eq. 3 of TLC), and the test report.
 
 `classification_report` gives the long-tail literature's metrics: overall accuracy, per-class
 accuracy / precision / recall / F1, macro-F1, balanced accuracy, worst-class accuracy
@@ -8,14 +9,49 @@ Kang et al. 2020).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import jax
 import numpy as np
 
-from tlc_jax.quotas import precision_recall_f1
+if TYPE_CHECKING:  # Only numpy at run time: samplers ported elsewhere import this.
+    import jax
 
 MANY_SHOT, FEW_SHOT = 100, 20  # > 100 training images: many; < 20: few.
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
+                     num_classes: int) -> np.ndarray:
+    """C[i, j] = number of examples of class i predicted as j (int64, C x C)."""
+    labels = np.asarray(labels).ravel()
+    predictions = np.asarray(predictions).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels and predictions differ in length: {labels.shape[0]} "
+                         f"vs {predictions.shape[0]}.")
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        bad = values[(values < 0) | (values >= num_classes)]
+        if bad.size:
+            raise ValueError(f"{name} outside [0, {num_classes}): {np.unique(bad)[:10]}.")
+    flat = labels.astype(np.int64) * num_classes + predictions
+    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def precision_recall_f1(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                         np.ndarray]:
+    """Per-class precision, recall and F1 (Eq. 3) from a confusion matrix.
+
+    Undefined values (a class never predicted, or absent) are 0, as scikit-learn's
+    `zero_division=0`. F1 = 2 TP / (2 TP + FP + FN), which equals the harmonic mean of
+    precision and recall wherever that is defined.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    predicted = confusion.sum(axis=0)
+    actual = confusion.sum(axis=1)
+
+    def ratio(num, den):
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    return ratio(tp, predicted), ratio(tp, actual), ratio(2 * tp, predicted + actual)
 
 
 def accumulate_confusion(confusion: jax.Array, labels: jax.Array,

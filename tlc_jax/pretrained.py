@@ -1,4 +1,5 @@
-"""torchvision ImageNet weights for the Flax models: read, download, convert.
+"""Where a run's weights come from: torchvision ImageNet weights (read, download,
+convert) or an earlier tlc-jax run (`transfer_from_run`); `initial_weights` picks.
 
     model = create_model("densenet121", num_classes=10)
     variables = load_pretrained(model, rng=jax.random.key(0))   # downloads once, cached
@@ -34,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import traverse_util
 
 from tlc_jax import fileio
@@ -375,8 +377,60 @@ def load_pretrained(model: nn.Module, weights: str | os.PathLike | None = None, 
     return jax.tree.map(jnp.asarray, variables)
 
 
+def transfer_from_run(run: str | os.PathLike, template: dict) -> dict:
+    """Backbone (and, when the classes match, head) from an earlier tlc-jax run.
+
+    `run` is a work directory or its checkpoints/ folder; its latest checkpoint is
+    used. Layers whose shapes differ from `template` (the head, for other classes) keep
+    the template's fresh initialisation; any other mismatch is an error.
+    """
+    from tlc_jax.inference import checkpoint_folder, restore_state
+
+    folder = checkpoint_folder(run)
+    _, saved = restore_state(folder)
+    head = head_name(template)
+    out = {}
+    for collection in ("params", "batch_stats"):
+        out[collection] = dict(template[collection])
+        for name, fresh in template[collection].items():
+            old = saved[collection].get(name)
+            if old is None:
+                raise ValueError(f"{folder}: the checkpoint has no {collection}/{name}; "
+                                 f"it is a run of another architecture.")
+            same = jax.tree.structure(old) == jax.tree.structure(fresh) and all(
+                np.shape(a) == np.shape(b)
+                for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(fresh)))
+            if same:
+                out[collection][name] = jax.tree.map(np.asarray, old)
+            elif name != head:
+                raise ValueError(f"{folder}: {collection}/{name} differs in shape from "
+                                 f"this model's; it is a run of another architecture.")
+            else:
+                logging.info("Head %s re-initialised: the classes differ.", name)
+    return out
+
+
+def initial_weights(model: nn.Module, source: str, template: dict, *, rng: jax.Array,
+                    input_shape: tuple[int, ...],
+                    cache_dir: str | os.PathLike | None = None) -> dict:
+    """The variables a run starts from, by `config.model.pretrained`:
+
+      ""                      `template` itself (random initialisation);
+      an earlier run's folder its weights (`transfer_from_run`);
+      "imagenet"              torchvision's ImageNet weights for the architecture;
+      any other path          a torchvision state-dict file (.pth / .safetensors).
+    Weights files get a fresh head (from `rng`) for the target classes.
+    """
+    if not source:
+        return template
+    if Path(source).is_dir():
+        return transfer_from_run(Path(source), template)
+    return load_pretrained(model, None if source == "imagenet" else source, rng=rng,
+                           head="replace", input_shape=input_shape, cache_dir=cache_dir)
+
+
 __all__ = [
     "WEIGHT_URLS", "WeightsDownloadError", "WeightsMismatchError", "default_cache_dir",
-    "fetch_weights", "head_name", "load_pretrained", "read_state_dict", "torch_to_flax",
-    "torchvision_name",
+    "fetch_weights", "head_name", "initial_weights", "load_pretrained", "read_state_dict",
+    "torch_to_flax", "torchvision_name", "transfer_from_run",
 ]

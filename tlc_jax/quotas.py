@@ -1,6 +1,7 @@
-"""Active-sampling maths: per-class F1 on the contrast set -> images per class per batch.
+"""Eq. 4 of TLC: per-class F1 on the contrast set -> images per class per batch.
 
-Pure numpy, importable alone. TLC (Liu et al. 2023, Algorithm 1, Eq. 3-4) sets the
+Pure numpy, importable alone (per-class F1 itself: `tlc_jax.metrics.precision_recall_f1`;
+the state that smooths F1 between updates: `tlc_jax.active_sampling`). TLC (Liu et al. 2023, Algorithm 1, Eq. 3-4) sets the
 number of images of class k in every batch to
 
     quota_k = B * (1 - F1_k) / sum_s (1 - F1_s),
@@ -17,39 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
-                     num_classes: int) -> np.ndarray:
-    """C[i, j] = number of examples of class i predicted as j (int64, C x C)."""
-    labels = np.asarray(labels).ravel()
-    predictions = np.asarray(predictions).ravel()
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels and predictions differ in length: {labels.shape[0]} "
-                         f"vs {predictions.shape[0]}.")
-    for name, values in (("labels", labels), ("predictions", predictions)):
-        bad = values[(values < 0) | (values >= num_classes)]
-        if bad.size:
-            raise ValueError(f"{name} outside [0, {num_classes}): {np.unique(bad)[:10]}.")
-    flat = labels.astype(np.int64) * num_classes + predictions
-    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def precision_recall_f1(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                         np.ndarray]:
-    """Per-class precision, recall and F1 (Eq. 3) from a confusion matrix.
-
-    Undefined values (a class never predicted, or absent) are 0, as scikit-learn's
-    `zero_division=0`. F1 = 2 TP / (2 TP + FP + FN), which equals the harmonic mean of
-    precision and recall wherever that is defined.
-    """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(confusion)
-    predicted = confusion.sum(axis=0)
-    actual = confusion.sum(axis=1)
-
-    def ratio(num, den):
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-    return ratio(tp, predicted), ratio(tp, actual), ratio(2 * tp, predicted + actual)
+def instance_quotas(class_counts: np.ndarray, batch_size: int) -> np.ndarray:
+    """Expected images per class in a batch drawn uniformly from the training images:
+    B * n_k / N (floats; what instance sampling gives on average)."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    if counts.sum() <= 0:
+        raise ValueError("instance_quotas needs at least one training image.")
+    return batch_size * counts / counts.sum()
 
 
 def uniform_quotas(batch_size: int, num_classes: int) -> np.ndarray:
@@ -124,12 +99,3 @@ def update_quotas(f1: np.ndarray, batch_size: int, *, min_quota: int = 1) -> np.
     quotas = np.where(floored, min_quota, 0).astype(np.int64)
     quotas[~floored] = largest_remainder(shares[~floored], batch_size - quotas.sum())
     return quotas
-
-
-def smooth_f1(previous: np.ndarray | None, current: np.ndarray,
-              momentum: float) -> np.ndarray:
-    """Exponential moving average of F1 (optional; off - momentum 0 - in the paper)."""
-    current = np.nan_to_num(np.asarray(current, dtype=np.float64), nan=0.0)
-    if previous is None or momentum == 0:
-        return current
-    return momentum * np.asarray(previous, dtype=np.float64) + (1 - momentum) * current

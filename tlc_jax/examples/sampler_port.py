@@ -19,7 +19,8 @@ import numpy as np
 import optax
 from sklearn.datasets import load_digits
 
-from tlc_jax.quotas import confusion_matrix, precision_recall_f1, update_quotas
+from tlc_jax.metrics import confusion_matrix, precision_recall_f1
+from tlc_jax.quotas import update_quotas
 from tlc_jax.sampling import QuotaSampler
 
 

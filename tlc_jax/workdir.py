@@ -1,0 +1,58 @@
+"""A run's work directory: which config it belongs to, and what a run writes there.
+
+`claim_workdir` records the resolved config in `config.json`. A directory that holds a
+run of another config is refused - unless `overwrite`, which deletes that run's outputs
+first - so a resumed run never mixes two experiments. Fields that only say where things
+are or how often to log (`RESUMABLE_FIELDS`) may change between a run and its
+resumption.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import ml_collections
+
+from tlc_jax.data.prepare import SPLIT_FILE
+from tlc_jax.fileio import write_json_atomic
+from tlc_jax.inference import CHECKPOINT_DIR, MODEL_FILE
+
+CONFIG_FILE = "config.json"
+RESUMABLE_FIELDS = {"data.root", "data.download", "data.cache_dir", "model.weights_dir",
+                    "train.log_every_steps", "train.checkpoint_every_epochs",
+                    "eval.batch_size"}
+RUN_OUTPUTS = (CHECKPOINT_DIR, "tensorboard", "plots", SPLIT_FILE, "metrics.jsonl",
+               "report.json", "summary.md", CONFIG_FILE, MODEL_FILE)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def claim_workdir(workdir: Path, config: ml_collections.ConfigDict,
+                  overwrite: bool) -> None:
+    """Records the resolved config; refuses a workdir that holds another config's run."""
+    path = workdir / CONFIG_FILE
+    current = json.loads(config.to_json())
+    if path.exists():
+        old, new = _flat(json.loads(path.read_text())), _flat(current)
+        changed = sorted(k for k in old.keys() | new.keys()
+                         if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
+        if changed and not overwrite:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+            raise ValueError(
+                f"{workdir} holds a run with another config ({details}). Use a new "
+                f"--workdir, or pass --overwrite to delete that run and start afresh.")
+        if changed:
+            for name in RUN_OUTPUTS:
+                target = workdir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    write_json_atomic(path, current)
