@@ -146,6 +146,49 @@ def _log_skipped(skipped: Sequence[Sequence[str]], cached: bool) -> None:
         logging.warning("Skipped %d corrupt image file(s)%s", len(skipped), when)
 
 
+def _decode_checked(paths: Sequence[str], images: np.ndarray, keep_aspect: bool,
+                    num_workers: int | None, skip_corrupt: bool
+                    ) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
+    """Decodes into `images`; (mask of the images kept or None for all, skipped
+    (path, reason) pairs). Undecodable images are an error unless `skip_corrupt`."""
+    start = time.perf_counter()
+    failures = decode_into(paths, images, keep_aspect, num_workers)
+    logging.info("Decoded %d images in %.1f s", len(paths), time.perf_counter() - start)
+    named = [(str(paths[i]), reason) for i, reason in failures]
+    if named and not skip_corrupt:
+        raise CorruptImageError(named)
+    _log_skipped(named, cached=False)
+    keep = None
+    if failures:
+        keep = np.ones(len(paths), dtype=bool)
+        keep[[i for i, _ in failures]] = False
+    return keep, named
+
+
+def _compact_memmap(folder: Path, images: np.memmap, keep: np.ndarray) -> None:
+    """Rewrites folder/images.npy with only the kept images, in chunks (the set may
+    not fit in memory)."""
+    kept = np.lib.format.open_memmap(folder / "kept.npy", mode="w+", dtype=np.uint8,
+                                     shape=(int(keep.sum()), *images.shape[1:]))
+    kept_idx = np.flatnonzero(keep)
+    for i in range(0, len(kept_idx), 1024):
+        kept[i : i + 1024] = images[kept_idx[i : i + 1024]]
+    kept.flush()
+    del kept
+    os.replace(folder / "kept.npy", folder / "images.npy")
+
+
+def _open_cached(target: Path, key: str) -> ImageDataset | None:
+    """The cache entry at `target` if it was made with `key`, else None."""
+    if (target / "meta.json").is_file():
+        meta = read_saved_meta(target)
+        if meta["extra"].get("cache_key") == key:
+            logging.info("Opening cached images %s", target)
+            _log_skipped(meta["extra"].get("skipped", []), cached=True)
+            return open_saved_dataset(target, mmap=True)
+    return None
+
+
 def decode_dataset(
     paths: Sequence[str],
     labels: np.ndarray,
@@ -174,25 +217,10 @@ def decode_dataset(
         "skip_corrupt": skip_corrupt,
         "class_names": list(class_names),
     }
-
-    def decode_and_filter(images: np.ndarray) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
-        start = time.perf_counter()
-        failures = decode_into(paths, images, keep_aspect, num_workers)
-        logging.info("Decoded %d images in %.1f s", len(paths), time.perf_counter() - start)
-        named = [(str(paths[i]), reason) for i, reason in failures]
-        if named and not skip_corrupt:
-            raise CorruptImageError(named)
-        _log_skipped(named, cached=False)
-        keep = None
-        if failures:
-            keep = np.ones(len(paths), dtype=bool)
-            keep[[i for i, _ in failures]] = False
-        return keep, named
-
     shape = (len(paths), *size, 3)
     if cache_dir is None:
         images = np.empty(shape, dtype=np.uint8)
-        keep, _ = decode_and_filter(images)
+        keep, _ = _decode_checked(paths, images, keep_aspect, num_workers, skip_corrupt)
         if keep is not None:
             images, labels = images[keep], labels[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
@@ -207,33 +235,23 @@ def decode_dataset(
     )
     key = _cache_key(paths, base, labels, groups, config)
     target = Path(cache_dir) / f"{cache_name}-{key}"
-    if (target / "meta.json").is_file():
-        meta = read_saved_meta(target)
-        if meta["extra"].get("cache_key") == key:
-            logging.info("Opening cached images %s", target)
-            _log_skipped(meta["extra"].get("skipped", []), cached=True)
-            return open_saved_dataset(target, mmap=True)
+    cached = _open_cached(target, key)
+    if cached is not None:
+        return cached
 
     with atomic_directory(target) as tmp:
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape
         )
-        keep, skipped = decode_and_filter(images)
+        keep, skipped = _decode_checked(paths, images, keep_aspect, num_workers,
+                                        skip_corrupt)
         if keep is not None:
-            kept = np.lib.format.open_memmap(
-                tmp / "kept.npy", mode="w+", dtype=np.uint8, shape=(int(keep.sum()), *shape[1:])
-            )
-            kept_idx = np.flatnonzero(keep)
-            for i in range(0, len(kept_idx), 1024):  # Chunked: the set may not fit in memory.
-                kept[i : i + 1024] = images[kept_idx[i : i + 1024]]
-            kept.flush()
-            del images, kept
-            os.replace(tmp / "kept.npy", tmp / "images.npy")
+            _compact_memmap(tmp, images, keep)
             labels = labels[keep]
             groups = None if groups is None else np.asarray(groups)[keep]
         else:
             images.flush()
-            del images
+        del images
         extra = {
             "cache_key": key,
             "config": config,
