@@ -221,6 +221,15 @@ def test_offline_augmentation_trains_on_materialised_copies(tmp_path):
     report = trainer.run()
     assert report["data"]["train"] == (3 * trainer.train_counts).tolist()
     assert report["test"]["per_class"]["train_count"] == trainer.train_counts.tolist()
+    # Instance sampling: the step's quotas are the training prior times the batch, and
+    # its mismatch metric is the batch's distance from that expectation.
+    expected = 40 * trainer.train_counts / trainer.train_counts.sum()
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [l for l in lines if l["prefix"] == "finetune"]
+    assert steps
+    for line in steps:
+        assert line["quota_mismatch"] == pytest.approx(
+            np.abs(np.asarray(line["class_counts"]) - expected).sum(), rel=1e-5)
 
 
 def test_locked_config_rejects_typos_and_bad_values(tmp_path):
