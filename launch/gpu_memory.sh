@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Measured GPU memory of one DenseNet training step, naive vs recompute, one process per
-# row (the allocator's peak is per process). Needs the package installed with the cuda12
-# extra; no network. Usage: [PYTHON=python3] launch/gpu_memory.sh [depth] [growth_rate] [batch_size]
-#   e.g. launch/gpu_memory.sh 100 12 64 | tee gpu_memory.txt
+# Measured GPU memory of one DenseNet-BC (k=12, 32 px) training step, naive vs recompute
+# (dots_saveable, nothing_saveable), JAX and - where torch is installed - PyTorch: the
+# memory section of the memory / speed benchmark for one depth. Each GPU peak is taken
+# in its own process (the allocator's peak is per process), with XLA's remat pass
+# disabled for the JAX naive row. Needs the package installed with the cuda12 extra;
+# no network. On a machine without a GPU the peak columns say "not measured".
+#
+#   [PYTHON=python3] launch/gpu_memory.sh [depth] [batch_size] [OUT_DIR]
+#   e.g. launch/gpu_memory.sh 100 64 gpu_memory     # default OUT_DIR: gpu_memory_<UTC>
+#
+# Writes results.csv, results.md and memory_vs_depth.png into OUT_DIR and prints
+# results.md.
 set -euo pipefail
-depth=${1:-100}; k=${2:-12}; batch=${3:-64}
-common=(--model=densenet_bc --depth="$depth" --growth_rate="$k" --batch_size="$batch"
-        --image_size=32 --compile --measure)
-${PYTHON:-python} -m tlc_jax.memory "${common[@]}" --policies=
-for policy in dots_saveable nothing_saveable; do
-  ${PYTHON:-python} -m tlc_jax.memory "${common[@]}" --nonaive --policies="$policy" | tail -n 1
-done
+depth=${1:-100}; batch=${2:-64}
+out=${3:-gpu_memory_$(date -u +%Y%m%dT%H%M%SZ)}
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+${PYTHON:-python} -m tlc_jax.benchmarks.memory_speed "--out=$out" --depths="$depth" \
+  --batch_size="$batch" --imagenet_models= --policies=dots_saveable,nothing_saveable \
+  --gpu_peak --no-speed --no-deepest

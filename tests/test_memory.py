@@ -175,32 +175,46 @@ def test_compiled_memory_and_peak_on_cpu():
         assert memory.peak_bytes_in_use(model, 2, 8) > compiled["argument"]
 
 
-def test_memory_command_line_prints_a_row_per_mode():
+def test_training_loss_is_the_train_steps_loss():
+    """The memory analysis differentiates the loss the train step reports."""
+    from tlc_jax.models import frozen_mask
+    from tlc_jax.preprocess import model_input
+    from tlc_jax.step import StepConfig, init_state, make_optimizer, make_train_step
+
+    build, size = TINY["bc"]
+    model = build(num_classes=5)
+    images = jax.random.randint(jax.random.key(1), (4, size, size, 3), 0, 256, jnp.uint8)
+    labels = jnp.array([0, 1, 2, 4], jnp.int32)
+    variables = model.init(jax.random.key(0), model_input(images), train=False)
+    tx = make_optimizer("sgd", 0.01, frozen=frozen_mask(model, variables["params"], 0))
+    step = make_train_step(model, tx, None, StepConfig(num_classes=5, frozen_stages=0,
+                                                       loss="ce"))
+    _, metrics = jax.jit(step)(init_state(variables, tx, None),
+                               {"image": images, "label": labels},
+                               jnp.bincount(labels, length=5).astype(jnp.float32),
+                               jax.random.key(2))
+    loss = memory.training_loss(model)(variables["params"], variables["batch_stats"],
+                                       model_input(images), labels)
+    np.testing.assert_allclose(loss, metrics["loss"], rtol=1e-6)
+
+
+def test_gpu_launch_script_reports_every_mode(tmp_path):
+    """launch/gpu_memory.sh: a row per mode; on a CPU, peaks say 'not measured'."""
+    import csv
+    import os
     import subprocess
     import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "tlc_jax.memory", "--depth=10", "--growth_rate=4",
-         "--batch_size=2", "--image_size=8", "--policies=nothing_saveable"],
-        capture_output=True, text=True, check=True).stdout
-    rows = [line.split() for line in out.splitlines() if line.startswith(("naive", "recompute"))]
-    assert [r[:2] for r in rows] == [["naive", "-"], ["recompute", "nothing_saveable"]]
-    assert 0 < int(rows[1][3]) < int(rows[0][3])  # saved_bytes
-
-
-def test_gpu_launch_script_prints_every_mode():
-    """launch/gpu_memory.sh on the CPU: every row, peak 'n/a' where nothing is reported."""
-    import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    import os
-    import sys
-
-    out = subprocess.run(["bash", "launch/gpu_memory.sh", "10", "4", "2"], cwd=root,
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHON": sys.executable}).stdout
-    rows = [line.split() for line in out.splitlines() if line.startswith(("naive", "recompute"))]
-    assert [r[1] for r in rows] == ["-", "dots_saveable", "nothing_saveable"]
+    subprocess.run(["bash", "launch/gpu_memory.sh", "10", "2", str(tmp_path)], cwd=root,
+                   capture_output=True, text=True, check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["section"] == "memory"
+                and r["framework"] == "jax" and r["metric"] == "gpu_peak_bytes"]
+    assert [(r["depth"], r["batch_size"]) for r in rows] == [("10", "2")] * 3
+    assert [(r["mode"], r["policy"]) for r in rows] == [
+        ("naive", "-"), ("recompute", "dots_saveable"), ("recompute", "nothing_saveable")]
     if jax.devices()[0].platform == "cpu":
-        assert all(r[-1] == "n/a" for r in rows)
+        assert all(r["status"] == "not measured" for r in rows)

@@ -1,5 +1,7 @@
 """How much memory a training step needs: three views, from cheapest to most real.
 
+All three differentiate `training_loss`, the trainer's own loss (`tlc_jax.step`).
+
 1. **Saved for backward** (`saved_residuals`): the arrays reverse-mode autodiff keeps
    from the forward pass for the backward pass, read off the traced program (the same
    analysis as `jax.ad_checkpoint.print_saved_residuals`, but deduplicated by array:
@@ -27,7 +29,8 @@ from typing import Any, Callable, Iterator
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
+
+from tlc_jax.step import StepConfig, make_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +69,20 @@ def saved_residuals(fn: Callable[..., Any], *args: Any) -> Residuals:
 
 
 def training_loss(model: nn.Module) -> Callable[..., jax.Array]:
-    """`loss(params, batch_stats, images, labels)`: train-mode cross-entropy."""
+    """`loss(params, batch_stats, images, labels)`: the trainer's loss, a scalar.
+
+    It is `tlc_jax.step.make_loss` for cross-entropy with nothing frozen (a train-mode
+    forward pass on already-normalised float images, BatchNorm using this batch's
+    statistics, then the mean cross-entropy) under a uniform class prior, so every view
+    here measures the loss that trains."""
+    num_classes = model.num_classes
+    step_loss = make_loss(model, StepConfig(num_classes=num_classes, frozen_stages=0,
+                                            loss="ce"))
+    prior = jnp.full((num_classes,), 1.0 / num_classes, jnp.float32)
 
     def loss(params, batch_stats, images, labels):
-        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                train=True, mutable=["batch_stats"])
-        return optax.softmax_cross_entropy_with_integer_labels(
-            logits.astype(jnp.float32), labels).mean()
+        mean, _ = step_loss(params, batch_stats, images, labels, prior)
+        return mean
 
     return loss
 
@@ -146,6 +156,8 @@ def peak_bytes_in_use(model: nn.Module, batch_size: int, image_size: int,
 
 @dataclasses.dataclass(frozen=True)
 class MemoryReport:
+    """The three views for one model and batch shape (see the module docstring)."""
+
     batch_size: int
     image_size: int
     residuals: Residuals
@@ -166,61 +178,3 @@ def memory_report(model: nn.Module, batch_size: int, image_size: int, *,
     peak = (peak_bytes_in_use(model, batch_size, image_size, in_channels,
                               compiled=executable) if measure else None)
     return MemoryReport(batch_size, image_size, residuals, compiled, peak)
-
-
-def _main(argv):
-    """Prints one row per memory mode: saved-for-backward bytes, and optionally XLA's
-    compiled temp bytes and the measured device peak."""
-    from absl import flags
-
-    from tlc_jax.models import REMAT_POLICIES, create_model
-
-    f = flags.FLAGS
-    if len(argv) > 1:
-        raise SystemExit(f"Unexpected arguments: {argv[1:]}")
-    kwargs = {"num_classes": f.num_classes}
-    if f.model == "densenet_bc":
-        kwargs.update(depth=f.depth, growth_rate=f.growth_rate)
-    modes = [("naive", "-")] if f.naive else []
-    modes += [("recompute", p) for p in REMAT_POLICIES if p in f.policies]
-    print(f"{f.model} {kwargs} batch {f.batch_size} image {f.image_size}px "
-          f"on {jax.devices()[0].platform}")
-    print(f"{'memory':<10} {'policy':<18} {'saved_MiB':>10} {'saved_bytes':>14} "
-          f"{'arrays':>7}" + (f" {'compiled_temp_MiB':>17}" if f.compile else "")
-          + (f" {'peak_MiB':>9}" if f.measure else ""))
-    for mode, policy in modes:
-        model = create_model(f.model, memory=mode,
-                             remat_policy=policy if policy != "-" else "dots_saveable",
-                             **kwargs)
-        with (disable_xla_remat() if mode == "naive" else contextlib.nullcontext()):
-            r = memory_report(model, f.batch_size, f.image_size, compile=f.compile,
-                              measure=f.measure)
-        saved = r.residuals.saved_bytes
-        line = (f"{mode:<10} {policy:<18} {saved / 2**20:>10.1f} {saved:>14} "
-                f"{r.residuals.saved_arrays:>7}")
-        if f.compile:
-            line += f" {r.compiled.get('temp', 0) / 2**20:>17.1f}"
-        if f.measure:
-            peak = r.peak_bytes_in_use
-            line += f" {peak / 2**20:>9.1f}" if peak else f" {'n/a':>9}"
-        print(line, flush=True)
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("model", "densenet_bc", "Model name (see tlc_jax.models).")
-    flags.DEFINE_integer("depth", 100, "DenseNet-BC depth (4 mod 6).")
-    flags.DEFINE_integer("growth_rate", 12, "DenseNet-BC growth rate k.")
-    flags.DEFINE_integer("num_classes", 10, "Classifier width.")
-    flags.DEFINE_integer("batch_size", 64, "Batch size.")
-    flags.DEFINE_integer("image_size", 32, "Square image side in pixels.")
-    flags.DEFINE_bool("naive", True, "Report memory='naive'.")
-    flags.DEFINE_list("policies", ["dots_saveable", "nothing_saveable"],
-                      "Remat policies to report for memory='recompute' (none: '').")
-    flags.DEFINE_bool("compile", False, "Also compile and report XLA's temp bytes "
-                      "(slow for big models on CPU, and shows no saving there).")
-    flags.DEFINE_bool("measure", False, "Also run one gradient step and report the "
-                      "device's peak bytes in use (GPU; one mode per process for a "
-                      "clean peak, see launch/gpu_memory.sh).")
-    app.run(_main)
