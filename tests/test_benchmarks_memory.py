@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tlc_jax.benchmarks import memory_speed
+from tlc_jax.benchmarks import deepest_section, memory_speed
+from tlc_jax.benchmarks.result_rows import FIELDS
 
 QUICK = ["--quick", "--depths=10,16", "--batch_size=4"]
 
@@ -27,7 +28,7 @@ def _run(args, *, hide_torch=False, timeout=240):
 def _rows(out):
     with open(Path(out) / "results.csv", newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == memory_speed.FIELDS
+        assert tuple(reader.fieldnames) == FIELDS
         return list(reader)
 
 
@@ -122,6 +123,6 @@ def test_gpu_suite_dry_run(tmp_path):
 
 
 def test_deepest_fit_bisection():
-    fit = memory_speed.quadratic_fit([(40, 1.0), (100, 4.0), (160, 9.0)])
-    d = memory_speed.deepest_by_fit(fit, 12.0)
+    fit = deepest_section.quadratic_fit([(40, 1.0), (100, 4.0), (160, 9.0)])
+    d = deepest_section.deepest_by_fit(fit, 12.0)
     assert d % 6 == 4 and fit(d) <= 12.0 < fit(d + 6)
