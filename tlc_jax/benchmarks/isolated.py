@@ -10,7 +10,7 @@ measures one spec and prints `ROW {json}`; `run_row` returns that dict, or
 `{"error": why}` when the process failed or timed out. A spec's `kind` is one of
 jax_peak (XLA's compiled memory and the GPU peak of one gradient step), torch_saved
 (PyTorch's saved-for-backward bytes), torch_peak (PyTorch's GPU peak of one SGD step)
-and jax_speed (the JAX step time, `jax_measure.jax_train_step`).
+and jax_speed (the trainer's step time, `jax_measure.jax_train_step`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ measured on them.
 - `jax_traced`: bytes kept for the backward pass of the trainer's loss, traced only
   (`tlc_jax.memory.saved_residuals`), with the parameter, BatchNorm-state and batch
   bytes; `total_estimate` adds them up to a training-state estimate.
-- `jax_train_step`: median seconds of a jitted training step (value_and_grad of the
-  train-mode cross-entropy, SGD with momentum).
+- `jax_train_step`: median seconds of the trainer's own jitted train step
+  (`tlc_jax.step`), so the speed rows time what trains.
 
 JAX is imported inside the functions, so a process that measures only PyTorch
 (`tlc_jax.benchmarks.isolated`) never starts it.
@@ -59,34 +59,36 @@ def total_estimate(t: dict[str, int]) -> int:
 
 def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
                    flops: bool = True) -> dict[str, float]:
-    """Median step seconds of a jitted value_and_grad + optax SGD (momentum) update."""
+    """Times the trainer's train step (`tlc_jax.step.make_train_step`) on `net`.
+
+    The step as training runs it: uint8 images normalised on the device, train-mode
+    forward, cross-entropy, SGD with momentum 0.9 on every parameter, the batch's class
+    counts against a quota vector; jitted with the state donated. Returns compile_s,
+    step_s (the median of `steps` timed steps after one warm-up, each ended by
+    `block_until_ready`) and, where XLA's cost analysis reports it, flops_per_step.
+    """
     import jax
     import jax.numpy as jnp
-    import optax
-    key_x, key_init = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(key_x, (batch, size, size, 3), jnp.float32)
-    y = jnp.arange(batch, dtype=jnp.int32) % classes
-    variables = jax.jit(lambda k: net.init(k, x[:1], train=False))(key_init)
-    tx = optax.sgd(0.01, momentum=0.9)
-    state = (variables["params"], variables["batch_stats"],
-             tx.init(variables["params"]))
 
-    def step(state, x, y):
-        params, batch_stats, opt_state = state
-
-        def loss_fn(p):
-            logits, new = net.apply({"params": p, "batch_stats": batch_stats}, x,
-                                    train=True, mutable=["batch_stats"])
-            loss = optax.softmax_cross_entropy_with_integer_labels(
-                logits.astype(jnp.float32), y).mean()
-            return loss, new["batch_stats"]
-
-        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+    from tlc_jax.models import frozen_mask
+    from tlc_jax.preprocess import model_input
+    from tlc_jax.step import StepConfig, init_state, make_optimizer, make_train_step
+    key_x, key_init, key_step = jax.random.split(jax.random.key(0), 3)
+    images = jax.random.randint(key_x, (batch, size, size, 3), 0, 256, jnp.uint8)
+    labels = jnp.arange(batch, dtype=jnp.int32) % classes
+    quotas = jnp.bincount(labels, length=classes).astype(jnp.float32)
+    variables = jax.jit(lambda k: net.init(k, model_input(images[:1]), train=False))(
+        key_init)
+    tx = make_optimizer("sgd", 0.01, momentum=0.9,
+                        frozen=frozen_mask(net, variables["params"], 0))
+    step = make_train_step(net, tx, None, StepConfig(num_classes=classes, frozen_stages=0,
+                                                     loss="ce", augment=None))
+    state = init_state(variables, tx, None)
+    data = {"image": images, "label": labels}
 
     start = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=0).lower(state, x, y).compile()
+    compiled = jax.jit(step, donate_argnums=0).lower(state, data, quotas,
+                                                     key_step).compile()
     out: dict[str, Any] = {"compile_s": time.perf_counter() - start}
     if flops:
         cost = compiled.cost_analysis()
@@ -94,13 +96,13 @@ def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
             cost = cost[0] if cost else {}
         if cost and cost.get("flops"):
             out["flops_per_step"] = float(cost["flops"])
-    state, loss = compiled(state, x, y)  # Warm-up.
-    jax.block_until_ready(loss)
+    state, metrics = compiled(state, data, quotas, key_step)  # Warm-up.
+    jax.block_until_ready(metrics)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        state, loss = compiled(state, x, y)
-        jax.block_until_ready((state, loss))
+        state, metrics = compiled(state, data, quotas, key_step)
+        jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
     times.sort()
     out["step_s"] = times[len(times) // 2]

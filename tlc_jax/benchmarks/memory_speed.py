@@ -17,10 +17,11 @@ Sections (see docs/BENCHMARKS.md, "Memory and speed: JAX against PyTorch"):
    --budget_gib, per mode. On CPU an estimate: saved-for-backward bytes + 3 x parameter
    bytes (parameters, gradients, SGD momentum) + batch statistics + the input batch,
    from a quadratic fit over the traced depths (--deepest_check: trace the answer).
-4. speed: median training-step time and images/s (JAX: jitted value_and_grad + optax
-   SGD with momentum; PyTorch: forward / backward / SGD step), naive vs recompute,
-   JAX vs PyTorch; with --xla_variants, the same JAX step under other XLA flags and
-   bfloat16 (each in a subprocess, since XLA_FLAGS are read at start-up).
+4. speed: median training-step time and images/s (JAX: the trainer's own jitted step,
+   `tlc_jax.step`, cross-entropy and SGD with momentum on uint8 batches; PyTorch:
+   forward / backward / SGD step), naive vs recompute, JAX vs PyTorch; with
+   --xla_variants, the same JAX step under other XLA flags and bfloat16 (each in a
+   subprocess, since XLA_FLAGS are read at start-up).
 
 CSV schema (one row per measurement, `results.csv`): section, framework, model,
 depth, batch_size, image_size, mode, policy, dtype, metric, value, unit, status, note.

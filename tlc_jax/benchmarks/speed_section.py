@@ -1,7 +1,7 @@
 """Section 4 of the memory / speed benchmark: training-step time, naive against
 recompute, JAX against PyTorch.
 
-- JAX: a jitted training step (`jax_measure.jax_train_step`) for DenseNet-BC and,
+- JAX: the trainer's jitted step (`jax_measure.jax_train_step`) for DenseNet-BC and,
   if asked, an ImageNet DenseNet; float32, plus bfloat16 on a GPU with model FLOP
   utilisation against the device's dense bf16 peak.
 - PyTorch: forward / backward / SGD-with-momentum steps of torchvision's DenseNet
