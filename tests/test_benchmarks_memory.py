@@ -126,3 +126,26 @@ def test_deepest_fit_bisection():
     fit = deepest_section.quadratic_fit([(40, 1.0), (100, 4.0), (160, 9.0)])
     d = deepest_section.deepest_by_fit(fit, 12.0)
     assert d % 6 == 4 and fit(d) <= 12.0 < fit(d + 6)
+
+
+def test_gpu_row_too_big_for_the_device_says_why(monkeypatch):
+    """A JAX configuration estimated past the device's memory is not run: its compiled
+    and peak rows say 'not measured' with the estimate."""
+    import argparse
+
+    from tlc_jax.benchmarks import memory_section
+    from tlc_jax.benchmarks.result_rows import Config
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("a row too big for the device was run")
+
+    monkeypatch.setattr(memory_section, "device_bytes", lambda: 2.0 ** 30)
+    monkeypatch.setattr(memory_section, "run_row", no_subprocess)
+    rows = []
+    traced = {"saved_bytes": 3 * 2 ** 30, "param_bytes": 0, "batch_stats_bytes": 0,
+              "input_bytes": 0}
+    memory_section._jax_gpu_rows(argparse.Namespace(row_timeout=1), rows,
+                                 Config("densenet_bc", 1000, 64, 32), "naive", "-", traced)
+    assert [r["metric"] for r in rows] == ["compiled_temp_bytes", "gpu_peak_bytes"]
+    for r in rows:
+        assert r["status"] == "not measured" and "estimated 3 GiB exceeds" in r["note"]

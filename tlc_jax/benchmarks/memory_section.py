@@ -90,12 +90,16 @@ def _jax_saved_rows(rows, cfg: Config, mode: str, policy: str,
 def _jax_gpu_rows(args, rows, cfg: Config, mode: str, policy: str,
                   t: dict[str, int]) -> None:
     """Compiled temp bytes and the GPU peak of one JAX mode, in a fresh process.
-    A configuration estimated well past the device's memory is not attempted."""
-    if total_estimate(t) > 1.5 * device_bytes():
-        return
+    A configuration estimated well past the device's memory is not attempted: its
+    rows say "not measured" and why."""
     base = dict(cfg.common, mode=mode, policy=policy)
-    res = run_row(dict(kind="jax_peak", model=cfg.model, depth=cfg.depth, mode=mode,
-                       policy=policy, batch=cfg.batch, size=cfg.size), args.row_timeout)
+    if total_estimate(t) > 1.5 * device_bytes():
+        res = {"error": f"skipped: estimated {total_estimate(t) / GIB:.0f} GiB exceeds "
+                        f"the device's memory"}
+    else:
+        res = run_row(dict(kind="jax_peak", model=cfg.model, depth=cfg.depth, mode=mode,
+                           policy=policy, batch=cfg.batch, size=cfg.size),
+                      args.row_timeout)
     if "error" in res:
         for metric in ("compiled_temp_bytes", "gpu_peak_bytes"):
             rows.append(row("memory", "jax", cfg.model, **base, metric=metric,
