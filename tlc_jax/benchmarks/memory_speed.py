@@ -84,9 +84,8 @@ def parse_depths(text: str) -> list[int]:
     return depths
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The benchmark's options, checked (bad input exits before anything runs);
-    --quick shrinks every size for the smoke tests."""
+def _parser() -> argparse.ArgumentParser:
+    """The benchmark's options, unchecked (`parse_args` checks them)."""
     p = argparse.ArgumentParser(prog="python -m tlc_jax.benchmarks.memory_speed",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="Folder for results.csv, "
@@ -142,7 +141,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="Tiny sizes for tests: batch 4, 1 timed step, no ImageNet "
                    "models, speed on the smallest depth at 16 px.")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options, checked (bad input exits before anything runs);
+    --quick shrinks every size for the smoke tests."""
+    args = _parser().parse_args(argv)
     args.depths = parse_depths(args.depths)
     args.cpu_compile_depths = parse_depths(args.cpu_compile_depths)
     args.imagenet_models = [m for m in args.imagenet_models.split(",") if m]
