@@ -1,8 +1,10 @@
 """Helpers shared by test modules (test modules never import each other)."""
 
+import gzip
 import importlib.util
 import io
 import pickle
+import struct
 import tarfile
 from pathlib import Path
 
@@ -102,3 +104,21 @@ def write_cifar100(folder, seed=0):
         for name, batch in batches.items():
             _add(tar, f"cifar-100-python/{name}", batch)
     return path, batches
+
+
+# --- IDX files (MNIST family) -----------------------------------------------------
+
+def idx_bytes(array, type_code=0x08):
+    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path, array, type_code=0x08):
+    data = idx_bytes(array, type_code)
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)

@@ -11,7 +11,7 @@ from tlc_jax.config import parse_arg
 from tlc_jax.data import longtail_counts
 from tlc_jax.data.prepare import prepare
 
-from helpers import write_cifar10
+from helpers import write_cifar10, write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
@@ -26,7 +26,7 @@ def load(path, arg=None):
 
 def test_every_experiment_has_a_config():
     assert {p.stem for p in CONFIGS} == {"digits_lt", "cifar10_lt", "cifar100_lt",
-                                         "caltech101", "ham10000"}
+                                         "caltech101", "ham10000", "fashion_mnist_lt"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -39,7 +39,8 @@ def test_configs_are_locked_and_documented(path):
     # The docstring shows how to launch it.
     assert f"--config=configs/{path.name}" in path.read_text()
     batch = config.train.images_per_class * {"digits": 10, "cifar10": 10, "cifar100": 100,
-                                             "caltech101": 101, "ham10000": 7}[config.data.name]
+                                             "caltech101": 101, "ham10000": 7,
+                                             "fashion_mnist": 10}[config.data.name]
     # min_quota must leave room for active sampling to move images between classes.
     assert batch > config.sampling.min_quota * (batch // config.train.images_per_class)
 
@@ -80,3 +81,41 @@ def test_cifar10_lt_config_builds_the_long_tail_from_the_official_archive(tmp_pa
     config.data.contrast_fraction = 0.3
     with pytest.raises(ValueError, match="records another data split"):
         prepare(config.data, config.seed, tmp_path / "work")
+
+
+def test_fashion_mnist_lt_counts_are_the_documented_ones():
+    """The per-class table in the config's docstring is what the construction gives."""
+    text = (ROOT / "configs/fashion_mnist_lt.py").read_text()
+    rows = re.findall(r"exp  ratio +(\d+): ([\d ]+?)  \(([\d,]+)\)", text)
+    assert [int(r) for r, _, _ in rows] == [100, 50, 10]
+    for ratio, counts, total in rows:
+        counts = [int(x) for x in counts.split()]
+        assert counts == longtail_counts(6000, 10, int(ratio)).tolist()
+        assert sum(counts) == int(total.replace(",", ""))
+    for ratio, tail in ((100, 60), (50, 120), (10, 600)):
+        assert longtail_counts(6000, 10, ratio, profile="step").tolist() == [6000] * 5 + [
+            tail] * 5
+
+
+def test_fashion_mnist_lt_config_builds_from_idx_files(tmp_path):
+    """The config end to end on generated IDX files in the official layout."""
+    rng = np.random.default_rng(0)
+    for prefix, per_class in (("train", 80), ("t10k", 7)):
+        labels = np.repeat(np.arange(10), per_class).astype(np.uint8)
+        images = rng.integers(0, 256, (len(labels), 28, 28), dtype=np.uint8)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    config = load(ROOT / "configs/fashion_mnist_lt.py", f"ratio=10,root={tmp_path},seed=3")
+    assert config.seed == 3 and config.data.root == str(tmp_path)
+    config.unlock()
+    config.data.n_max = 70  # The generated files hold 80 images per class.
+    splits = prepare(config.data, config.seed, tmp_path / "work")
+    kept = splits.train.class_counts() + splits.contrast.class_counts()
+    np.testing.assert_array_equal(kept, longtail_counts(70, 10, 10))
+    assert (splits.contrast.class_counts() >= 2).all()  # min_contrast_per_class.
+    np.testing.assert_array_equal(splits.test.class_counts(), np.full(10, 7))
+    assert splits.train.images.shape[1:] == (28, 28, 1)
+    assert splits.train.class_names[0] == "T-shirt/top"
+    default = load(ROOT / "configs/fashion_mnist_lt.py")
+    assert default.data.root == "/usr/share/datasets/fashion-mnist"
+    assert (default.data.imbalance_ratio, default.data.n_max) == (100.0, 6000)

@@ -1,7 +1,5 @@
 """MNIST-family IDX files, plain and gzipped, written by the test in the real format."""
 
-import gzip
-import struct
 
 import numpy as np
 import pytest
@@ -9,21 +7,7 @@ import pytest
 from tlc_jax.data import load_dataset, load_fashion_mnist, load_kmnist, load_mnist
 from tlc_jax.data.idx import read_idx
 
-
-def idx_bytes(array, type_code=0x08):
-    header = struct.pack(">BBBB", 0, 0, type_code, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path, array, type_code=0x08):
-    data = idx_bytes(array, type_code)
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
+from helpers import write_idx
 
 
 def write_mnist_like(folder, n_train=6, n_test=4, seed=0, gz_test=True):
