@@ -114,7 +114,7 @@ def test_without_torch_jax_rows_still_run(tmp_path):
 
 def test_gpu_suite_dry_run(tmp_path):
     """launch/gpu_suite.sh --dry-run prints the commands it would run, runs nothing."""
-    script = Path(__file__).parents[1] / "launch" / "gpu_suite.sh"
+    script = Path(__file__).parents[2] / "launch" / "gpu_suite.sh"
     proc = subprocess.run(["bash", str(script), "--dry-run", str(tmp_path / "suite")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,7 @@ from tlc_jax.data.prepare import prepare
 
 from helpers import write_cifar10, write_idx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
 
 

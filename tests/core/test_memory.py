@@ -206,7 +206,7 @@ def test_gpu_launch_script_reports_every_mode(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run(["bash", "launch/gpu_memory.sh", "10", "2", str(tmp_path)], cwd=root,
                    capture_output=True, text=True, check=True,
                    env={**os.environ, "PYTHON": sys.executable})

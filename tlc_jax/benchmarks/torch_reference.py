@@ -48,7 +48,7 @@ def cifar_densenet(depth: int, growth_rate: int = 12, num_classes: int = 10,
                    memory_efficient: bool = False):
     """torchvision's `DenseNet` class with the CIFAR DenseNet-BC topology: three blocks
     of (depth - 4) / 6 bottleneck layers and a 3x3 stem conv with 2k channels (norm0,
-    relu0 and pool0 removed), as tests/test_models.py builds it."""
+    relu0 and pool0 removed), as tests/core/test_models.py builds it."""
     import torch
     import torchvision
     if not isinstance(depth, int) or depth < 10 or depth % 6 != 4:
