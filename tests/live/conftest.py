@@ -1,9 +1,9 @@
 """Fixtures of the live system's tests: real databases and a tiny trained run.
 
-Only the tests under tests/live use them; the core tests (outside tests/live) never
-start a database server. The live tests need the `test-live` extra: without it they
+Only the tests under tests/live use them; the core tests (tests/core) never start a
+database server. The live tests need the `test-live` extra: without it they
 stop at once with the command that installs it (the core tests alone:
-`python -m pytest --ignore=tests/live`).
+`python -m pytest tests/core`).
 """
 
 import importlib.util
@@ -18,7 +18,7 @@ if _MISSING:
     raise pytest.UsageError(
         f"The live tests (tests/live) need the test-live extra; missing: "
         f"{', '.join(_MISSING)}. Install it with pip install -e \".[test-live]\", or run "
-        f"the core tests alone with python -m pytest --ignore=tests/live.")
+        f"the core tests alone with python -m pytest tests/core.")
 
 
 @pytest.fixture(scope="session")
