@@ -11,6 +11,12 @@ iteration fixed). We settle what the paper leaves open: integer quotas
 that sum exactly to B (largest-remainder rounding, ties to the lower class index),
 undefined F1 counts as 0, all F1 == 1 gives uniform quotas, and a floor `min_quota`
 keeps every class in training.
+
+Also here, the static batch compositions of the sampling baselines (class-balanced,
+square-root, progressively balanced), all through `quotas_from_prior`: integer quotas
+summing to B, 0 for a class with no training images. Under these every batch holds
+exactly quotas[k] images of class k (class-quota batches), whereas `instance_quotas`
+gives what uniform instance sampling holds on average (floats).
 """
 
 from __future__ import annotations
@@ -99,3 +105,84 @@ def update_quotas(f1: np.ndarray, batch_size: int, *, min_quota: int = 1) -> np.
     quotas = np.where(floored, min_quota, 0).astype(np.int64)
     quotas[~floored] = largest_remainder(shares[~floored], batch_size - quotas.sum())
     return quotas
+
+
+# --- static compositions of the sampling baselines ------------------------------------
+
+
+def quotas_from_prior(prior: np.ndarray, batch_size: int) -> np.ndarray:
+    """Integer quotas (C,) int64 summing to batch_size, proportional to `prior`.
+
+    B * prior_k / sum(prior), rounded by `largest_remainder` (deterministic, ties to the
+    lower class index). `prior` need not be normalised; a class with prior 0 gets 0
+    exactly (only the positive entries share the batch).
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.ndim != 1 or prior.size == 0:
+        raise ValueError(f"prior must be a non-empty vector, one value per class; got "
+                         f"shape {prior.shape}.")
+    if not np.all(np.isfinite(prior)) or np.any(prior < 0) or prior.sum() <= 0:
+        raise ValueError(f"prior must be finite, non-negative and not all zero; got "
+                         f"{prior}.")
+    if batch_size < 0:
+        raise ValueError(f"batch_size must be >= 0; got {batch_size}.")
+    positive = prior > 0
+    quotas = np.zeros(prior.size, dtype=np.int64)
+    quotas[positive] = largest_remainder(
+        batch_size * prior[positive] / prior[positive].sum(), batch_size)
+    return quotas
+
+
+def _counts(class_counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(class_counts, dtype=np.float64)
+    if counts.ndim != 1 or np.any(counts < 0) or counts.sum() <= 0:
+        raise ValueError(f"class_counts must be a vector of non-negative counts with "
+                         f"at least one training image; got {class_counts}.")
+    return counts
+
+
+def class_balanced_quotas(batch_size: int, num_classes: int,
+                          class_counts: np.ndarray | None = None) -> np.ndarray:
+    """Class-balanced sampling: B / C of every class (`uniform_quotas`).
+
+    Given `class_counts`, classes with no training images get 0 and the batch is shared
+    equally among the others (the sampler refuses a quota for an empty class).
+    """
+    # Class-balanced sampling (p_k = 1 / C), as in Kang et al. 2020, "Decoupling
+    # Representation and Classifier for Long-Tailed Recognition", ICLR 2020.
+    if class_counts is None:
+        return uniform_quotas(batch_size, num_classes)
+    present = _counts(class_counts) > 0
+    if present.size != num_classes:
+        raise ValueError(f"class_counts has {present.size} entries, not num_classes="
+                         f"{num_classes}.")
+    quotas = np.zeros(num_classes, dtype=np.int64)
+    quotas[present] = uniform_quotas(batch_size, int(present.sum()))
+    return quotas
+
+
+def sqrt_quotas(class_counts: np.ndarray, batch_size: int) -> np.ndarray:
+    """Square-root sampling: p_k proportional to n_k^(1/2)."""
+    # Mahajan et al. 2018, "Exploring the Limits of Weakly Supervised Pretraining", ECCV
+    # 2018; as a long-tail baseline in Kang et al. 2020 (see class_balanced_quotas).
+    return quotas_from_prior(np.sqrt(_counts(class_counts)), batch_size)
+
+
+def progressive_quotas(class_counts: np.ndarray, batch_size: int, epoch: int,
+                       total_epochs: int) -> np.ndarray:
+    """Progressively-balanced sampling: p_k(t) = (1 - t/T) n_k / N + (t/T) / C.
+
+    t = `epoch` (0-based), T = `total_epochs`: instance-balanced at t = 0, moving
+    linearly to class-balanced (reached at t = T; the last epoch of training is
+    t = T - 1). C counts the classes with training images; an empty class gets 0.
+    """
+    # Kang et al. 2020 (see class_balanced_quotas), progressively-balanced
+    # sampling.
+    counts = _counts(class_counts)
+    if total_epochs <= 0 or not 0 <= epoch <= total_epochs:
+        raise ValueError(f"need 0 <= epoch <= total_epochs and total_epochs > 0; got "
+                         f"epoch {epoch}, total_epochs {total_epochs}.")
+    t = epoch / total_epochs
+    present = counts > 0
+    prior = (1 - t) * counts / counts.sum() + t * present / present.sum()
+    return quotas_from_prior(prior, batch_size)
