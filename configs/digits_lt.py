@@ -40,7 +40,7 @@ def get_config(arg=None):
     c.train.loss = a.loss
     c.train.log_every_steps = 20
 
-    c.sampling.active = a.active
+    c.sampling.composition = "active" if a.active else "instance"
     c.eval.batch_size = 128
     c.lock()
     return c

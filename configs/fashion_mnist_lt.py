@@ -16,8 +16,8 @@ balanced test set. Images per class before the contrast split:
 A small DenseNet-BC (depth 16, k 12) trains from scratch on the native 28 x 28 grey
 images - there are no ImageNet weights for these, so the paper's warm-up and frozen
 blocks are off - with SGD 0.1, cosine decay, batch 8 x 10 = 80.
-Arguments: ratio=100|50|10, profile=exp|step, seed, epochs, loss=ce|focal|cot,
-active=true|false, root=<folder with the four IDX files>.
+Arguments: ratio=100|50|10, profile=exp|step, seed, epochs, loss (config.train.loss),
+composition (config.sampling.composition), root=<folder with the four IDX files>.
 """
 
 from tlc_jax.config import base_config, parse_arg
@@ -27,7 +27,7 @@ DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fas
 
 def get_config(arg=None):
     a = parse_arg(arg, ratio=100.0, profile="exp", seed=0, epochs=10, loss="ce",
-                  active=True, root=DEBIAN_ROOT)
+                  composition="active", root=DEBIAN_ROOT)
     c = base_config()
     c.seed = a.seed
     c.data.name = "fashion_mnist"
@@ -56,7 +56,7 @@ def get_config(arg=None):
     c.train.loss = a.loss
     c.train.log_every_steps = 50
 
-    c.sampling.active = a.active
+    c.sampling.composition = a.composition  # See tlc_jax/config.py.
     c.eval.batch_size = 500
     c.lock()
     return c

@@ -78,30 +78,55 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.momentum = 0.9  # Paper: 0.9.
     c.train.weight_decay = 0.0  # Decoupled weight decay on trained parameters.
     c.train.frozen_stages = 2  # Paper: first two dense blocks frozen (three: Caltech101).
-    c.train.loss = "ce"  # "ce", "focal" or "cot".
+    c.train.loss = "ce"  # ce, focal, cot, ldam, logit_adjusted or balanced_softmax
+    #   (tlc_jax.step.LOSSES); the last two correct for the batch's class prior.
     c.train.focal_gamma = 2.0  # Focal loss gamma.
+    c.train.ldam_max_margin = 0.5  # LDAM: the rarest class's margin (Cao et al.: 0.5).
+    c.train.ldam_scale = 30.0  # LDAM: logit scale s (Cao et al.: 30).
+    c.train.logit_adjust_tau = 1.0  # logit_adjusted loss: tau (Menon et al.: 1).
+    c.train.class_weighting = "none"  # "none" or "effective_number" (Cui et al. 2019).
+    c.train.cb_beta = 0.9999  # Effective-number beta (Cui et al.; LDAM-DRW: 0.9999).
+    c.train.reweight_epoch = 0  # Deferred re-weighting (DRW, Cao et al. 2019): class
+    #   weights only from this fine-tuning epoch on (0-based); 0 = from the start.
     c.train.checkpoint_every_epochs = 1  # Save (atomically) every this many epochs.
     c.train.log_every_steps = 50  # Training metrics cadence.
 
     c.sampling = ml_collections.ConfigDict()
-    c.sampling.active = True  # TLC's active sampling; False = uniform instance sampling.
+    c.sampling.composition = "active"  # Fine-tuning batches: "active" (TLC: quotas from
+    #   contrast F1, Eq. 4), "instance" (uniform over images), "class_balanced" (equal
+    #   quotas), "sqrt" (quotas ~ sqrt(n_k)), "progressive" (instance -> balanced).
+    c.sampling.defer_epochs = 0  # Deferred re-sampling (DRS, Cao et al. 2019): instance
+    #   sampling for this many fine-tuning epochs, then `composition`; 0 = off.
     c.sampling.update_every_steps = 0  # Quota update period; 0 = every epoch.
     c.sampling.min_quota = 1  # Every class keeps at least this many images per batch.
     c.sampling.f1_momentum = 0.0  # EMA of contrast F1; 0 = off, as in the paper.
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256  # Test / contrast evaluation batch (padded, never recompiles).
+    c.eval.logit_adjust_tau = 0.0  # Post-hoc logit adjustment (Menon et al. 2021):
+    #   logits - tau * log(training prior) at evaluation; 0 = off (their tau: 1).
+    c.eval.tau_norm = 0.0  # tau-normalised classifier (Kang et al. 2020): w_k / |w_k|^tau
+    #   at evaluation; 0 = off.
+
+    c.decoupled = ml_collections.ConfigDict()
+    c.decoupled.enabled = False  # cRT (Kang et al. 2020): after fine-tuning, re-train a
+    #   fresh classifier on the frozen backbone with class-balanced batches.
+    c.decoupled.epochs = 10  # cRT epochs (Kang et al.: 10).
+    c.decoupled.learning_rate = 0.1  # cRT SGD learning rate, cosine decay to 0.
+    c.decoupled.images_per_class = 0  # cRT batch = this x classes; 0 = train's.
     return c
 
 
-LOSSES = ("ce", "focal", "cot")
 LR_SCHEDULES = ("constant", "cosine")
+CLASS_WEIGHTINGS = ("none", "effective_number")
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Fails fast, before any data is read, on values the trainer cannot use."""
     from tlc_jax.data import DATASET_NAMES
     from tlc_jax.models import MEMORY_MODES, MODEL_NAMES, REMAT_POLICIES
+    from tlc_jax.stages import BATCH_COMPOSITIONS
+    from tlc_jax.step import LOSSES
 
     def choice(field: str, value: str, valid) -> None:
         if value not in valid:
@@ -115,6 +140,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("model.dtype", c.model.dtype, ("float32", "bfloat16"))
     choice("train.loss", c.train.loss, LOSSES)
     choice("train.lr_schedule", c.train.lr_schedule, LR_SCHEDULES)
+    choice("train.class_weighting", c.train.class_weighting, CLASS_WEIGHTINGS)
+    choice("sampling.composition", c.sampling.composition, BATCH_COMPOSITIONS)
     choice("data.longtail_profile", c.data.longtail_profile, ("exp", "step"))
     positive = {"train.epochs": c.train.epochs, "train.images_per_class":
                 c.train.images_per_class, "warmup.batch_size": c.warmup.batch_size,
@@ -130,8 +157,41 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.train.frozen_stages < 0:
         raise ValueError(f"config.train.frozen_stages must be >= 0; got "
                          f"{c.train.frozen_stages}.")
-    if c.sampling.active and c.sampling.min_quota >= c.train.images_per_class:
+    if (c.sampling.composition == "active"
+            and c.sampling.min_quota >= c.train.images_per_class):
         raise ValueError(
             f"config.sampling.min_quota={c.sampling.min_quota} leaves active sampling no "
             f"room: each class starts with images_per_class={c.train.images_per_class} "
             f"images per batch. Raise images_per_class or lower min_quota.")
+    _validate_methods(c)
+
+
+def _validate_methods(c: ml_collections.ConfigDict) -> None:
+    """Combinations of baselines that have no meaning fail here, with the fix."""
+    t, s = c.train, c.sampling
+    if not 0 <= t.reweight_epoch < t.epochs:
+        raise ValueError(f"config.train.reweight_epoch={t.reweight_epoch} must lie in "
+                         f"[0, train.epochs={t.epochs}).")
+    if t.reweight_epoch > 0 and t.class_weighting == "none":
+        raise ValueError("config.train.reweight_epoch > 0 defers class weights, but "
+                         "config.train.class_weighting is 'none'; set it to "
+                         "'effective_number' (DRW) or the epoch to 0.")
+    if not 0 < t.cb_beta < 1:
+        raise ValueError(f"config.train.cb_beta must lie in (0, 1); got {t.cb_beta}.")
+    if not 0 <= s.defer_epochs < t.epochs:
+        raise ValueError(f"config.sampling.defer_epochs={s.defer_epochs} must lie in "
+                         f"[0, train.epochs={t.epochs}).")
+    if s.defer_epochs and s.composition in ("instance", "progressive"):
+        raise ValueError(
+            f"config.sampling.defer_epochs defers to another composition, but "
+            f"'{s.composition}' already starts as instance sampling; use class_balanced "
+            f"(DRS), sqrt or active, or set defer_epochs=0.")
+    if t.loss == "cot" and t.class_weighting != "none":
+        raise ValueError("config.train.loss='cot' has its own complement step; class "
+                         "weighting is defined for the other losses only.")
+    for field in ("eval.logit_adjust_tau", "eval.tau_norm", "train.logit_adjust_tau"):
+        section, name = field.split(".")
+        if c[section][name] < 0:
+            raise ValueError(f"config.{field} must be >= 0; got {c[section][name]}.")
+    if c.decoupled.enabled and (c.decoupled.epochs < 1 or c.decoupled.images_per_class < 0):
+        raise ValueError("config.decoupled needs epochs >= 1 and images_per_class >= 0.")

@@ -61,39 +61,64 @@ def init_state(variables: dict, tx: optax.GradientTransformation,
                       tx.init(params), cot_tx.init(params) if cot_tx else None)
 
 
+LOSSES = ("ce", "focal", "cot", "ldam", "logit_adjusted", "balanced_softmax")
+
+
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     """What the jitted train step closes over (static for compilation)."""
 
     num_classes: int
     frozen_stages: int
-    loss: str  # "ce", "focal" or "cot"
+    loss: str  # One of LOSSES.
     focal_gamma: float = 2.0
     augment: augment.AugmentOptions | None = None  # None: no augmentation.
+    class_counts: tuple[int, ...] | None = None  # Training images per class (LDAM).
+    ldam_max_margin: float = 0.5
+    ldam_scale: float = 30.0
+    logit_adjust_tau: float = 1.0
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"Unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}.")
+        if self.loss == "ldam" and self.class_counts is None:
+            raise ValueError("The LDAM loss needs StepConfig.class_counts.")
 
 
 def per_example_loss(cfg: StepConfig, logits: jax.Array, labels: jax.Array,
                      prior: jax.Array) -> jax.Array:
     """The primary loss per example (COT's first update is cross-entropy). `prior` is
-    the batch's expected class distribution, for prior-corrected losses."""
-    del prior  # None of today's losses corrects for the batch prior.
+    the batch's expected class distribution - the training prior under instance
+    sampling, as the logit-adjusted and Balanced Softmax papers use it; under class-quota
+    sampling the quotas' distribution, so the correction follows what the batch holds."""
     if cfg.loss == "focal":
         return losses.focal_loss(logits, labels, cfg.focal_gamma)
-    return losses.cross_entropy(logits, labels)
+    if cfg.loss == "ldam":
+        return losses.ldam_loss(logits, labels, jnp.asarray(cfg.class_counts),
+                                cfg.ldam_max_margin, cfg.ldam_scale)
+    if cfg.loss == "logit_adjusted":
+        return losses.logit_adjusted_loss(logits, labels, prior, cfg.logit_adjust_tau)
+    if cfg.loss == "balanced_softmax":
+        return losses.balanced_softmax_loss(logits, labels, prior)
+    return losses.cross_entropy(logits, labels)  # "ce", and COT's first update.
 
 
 def make_loss(model, cfg: StepConfig) -> Callable:
-    """`loss(params, batch_stats, images, labels, prior) -> (mean, (logits, stats))`:
-    train-mode forward pass (BatchNorm statistics of this batch, frozen stages held)
-    on normalised images, then the configured loss."""
+    """`loss(params, batch_stats, images, labels, prior, class_weights=None) ->
+    (mean, (logits, stats))`: train-mode forward pass (BatchNorm statistics of this
+    batch, frozen stages held) on normalised images, then the configured loss, averaged
+    over the batch - weighted by `class_weights[label]` when given, normalised by the
+    weights' sum as PyTorch's weighted cross-entropy is."""
 
-    def loss(params, batch_stats, images, labels, prior):
+    def loss(params, batch_stats, images, labels, prior, class_weights=None):
         logits, new = model.apply({"params": params, "batch_stats": batch_stats}, images,
                                   train=True, frozen_stages=cfg.frozen_stages,
                                   mutable=["batch_stats"])
         logits = logits.astype(jnp.float32)
-        return (per_example_loss(cfg, logits, labels, prior).mean(),
-                (logits, new["batch_stats"]))
+        per_example = per_example_loss(cfg, logits, labels, prior)
+        mean = (per_example.mean() if class_weights is None else
+                losses.weighted_mean(per_example, labels, class_weights))
+        return mean, (logits, new["batch_stats"])
 
     return loss
 
@@ -101,7 +126,9 @@ def make_loss(model, cfg: StepConfig) -> Callable:
 def make_train_step(model, tx: optax.GradientTransformation,
                     cot_tx: optax.GradientTransformation | None,
                     cfg: StepConfig) -> Callable:
-    """(state, batch, quotas, rng) -> (state, metrics); pure, for jax.jit."""
+    """(state, batch, quotas, rng, class_weights=None) -> (state, metrics); pure, for
+    jax.jit. `class_weights` (C,), traced: per-class loss weights (class-balanced
+    losses, deferred re-weighting); None: unweighted."""
     primary_loss = make_loss(model, cfg)
 
     def complement_loss(params, batch_stats, images, labels):
@@ -111,7 +138,8 @@ def make_train_step(model, tx: optax.GradientTransformation,
         return (losses.complement_entropy(logits.astype(jnp.float32), labels).mean(),
                 new["batch_stats"])
 
-    def train_step(state: TrainState, batch: dict, quotas: jax.Array, rng: jax.Array):
+    def train_step(state: TrainState, batch: dict, quotas: jax.Array, rng: jax.Array,
+                   class_weights: jax.Array | None = None):
         rng = jax.random.fold_in(rng, state.step)
         images = to_float(batch["image"])
         if cfg.augment is not None:
@@ -122,7 +150,7 @@ def make_train_step(model, tx: optax.GradientTransformation,
 
         grad_fn = jax.value_and_grad(primary_loss, has_aux=True)
         (loss, (logits, batch_stats)), grads = grad_fn(state.params, state.batch_stats,
-                                                       images, labels, prior)
+                                                       images, labels, prior, class_weights)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         out = {"loss": loss, "grad_norm": optax.tree.norm(grads)}

@@ -35,7 +35,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tlc_jax import metrics, models
+from tlc_jax import losses, metrics, models, quotas
 from tlc_jax.active_sampling import ActiveSampling, ActiveState, next_quotas
 from tlc_jax.config import validate as validate_config
 from tlc_jax.data import ImageDataset
@@ -43,11 +43,11 @@ from tlc_jax.data.prepare import augment_options, offline_augmented, prepare
 from tlc_jax.fileio import write_json_atomic
 from tlc_jax.inference import BEST_METRIC, CHECKPOINT_DIR, ModelSpec
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
-from tlc_jax.pretrained import initial_weights
-from tlc_jax.quotas import instance_quotas
+from tlc_jax.pretrained import head_name, initial_weights
 from tlc_jax.report import write_report_files
 from tlc_jax.sampling import QuotaSampler
-from tlc_jax.stages import ACTIVE, Stage, stages_from_config
+from tlc_jax.stages import (ACTIVE, CLASS_BALANCED, INSTANCE, PROGRESSIVE, SQRT, Stage,
+                            stages_from_config)
 from tlc_jax.step import (StepConfig, TrainState, init_state, make_eval_step,
                           make_optimizer, make_train_step)
 from tlc_jax.workdir import claim_workdir
@@ -137,39 +137,80 @@ class Trainer:
         state_sh = jax.tree.map(lambda _: self.replicated, state)
         batch_sh = {"image": self.data_sharding, "label": self.data_sharding}
         return jax.jit(make_train_step(self.model, tx, cot_tx, step_cfg),
-                       in_shardings=(state_sh, batch_sh, self.replicated, self.replicated),
+                       in_shardings=(state_sh, batch_sh, self.replicated, self.replicated,
+                                     self.replicated),
                        out_shardings=(state_sh, self.replicated), donate_argnums=(0,))
+
+    def step_config(self, stage: Stage) -> StepConfig:
+        c = self.config
+        online = c.augment.enabled and c.augment.offline_copies == 0
+        return StepConfig(
+            num_classes=self.num_classes, frozen_stages=stage.frozen_stages,
+            loss=stage.loss, focal_gamma=c.train.focal_gamma,
+            augment=augment_options(c.augment) if online else None,
+            class_counts=tuple(int(n) for n in self.train_counts),
+            ldam_max_margin=c.train.ldam_max_margin, ldam_scale=c.train.ldam_scale,
+            logit_adjust_tau=c.train.logit_adjust_tau)
 
     # --- batches ---------------------------------------------------------------------
 
-    def batches(self, stage: Stage) -> QuotaBatchIterator:
-        """The stage's batch iterator: class quotas under active sampling, else
-        uniform instance sampling (the same sampler with every image in one class)."""
+    def batches(self, stage: Stage) -> dict[str, QuotaBatchIterator]:
+        """The stage's batch iterators by checkpoint name: "sampler" for its
+        composition, and "early_sampler" (instance) for the epochs deferred re-sampling
+        keeps back. Instance sampling is the quota sampler with every image in one
+        class; the other compositions are class quotas."""
         if stage.batch_size % self.num_devices:
             raise ValueError(f"{stage.name} batch size {stage.batch_size} must divide "
                              f"evenly over {self.num_devices} devices.")
-        active = stage.composition == ACTIVE
-        labels = self.data.train.labels if active else np.zeros(len(self.data.train), int)
-        sampler = QuotaSampler(labels, self.num_classes if active else 1, stage.batch_size,
-                               seed=self.config.seed + stage.seed_offset,
+        out = {"sampler": self.iterator(stage, stage.composition)}
+        if stage.defer_epochs:
+            out["early_sampler"] = self.iterator(stage, INSTANCE)
+        return out
+
+    def iterator(self, stage: Stage, composition: str) -> QuotaBatchIterator:
+        by_class = composition != INSTANCE
+        labels = self.data.train.labels if by_class else np.zeros(len(self.data.train), int)
+        sampler = QuotaSampler(labels, self.num_classes if by_class else 1,
+                               stage.batch_size, seed=self.config.seed + stage.seed_offset,
                                shard_index=jax.process_index(),
                                shard_count=jax.process_count())
         return QuotaBatchIterator(sampler, ArrayBatchLoader(
             image=self.data.train.images, label=self.data.train.labels))
 
-    def step_quotas(self, stage: Stage, iterator: QuotaBatchIterator) -> jax.Array:
+    def begin_epoch(self, stage: Stage, epoch: int,
+                    iterators: dict[str, QuotaBatchIterator]):
+        """(iterator, the step's quota input, its class weights) for `epoch`: sets the
+        epoch's static quotas (square-root, progressive) on the sampler."""
+        composition = stage.composition_at(epoch)
+        iterator = iterators["early_sampler" if composition != stage.composition
+                             else "sampler"]
+        if composition == CLASS_BALANCED:
+            iterator.set_quotas(quotas.class_balanced_quotas(
+                stage.batch_size, self.num_classes, self.train_counts))
+        elif composition == SQRT:
+            iterator.set_quotas(quotas.sqrt_quotas(self.train_counts, stage.batch_size))
+        elif composition == PROGRESSIVE:
+            iterator.set_quotas(quotas.progressive_quotas(
+                self.train_counts, stage.batch_size, epoch, stage.epochs))
+        weights = (losses.class_balanced_weights(self.train_counts,
+                                                 self.config.train.cb_beta)
+                   if stage.reweights_at(epoch) else np.ones(self.num_classes))
+        return (iterator, self.step_quotas(composition, stage, iterator),
+                jax.device_put(np.asarray(weights, np.float32), self.replicated))
+
+    def step_quotas(self, composition: str, stage: Stage,
+                    iterator: QuotaBatchIterator) -> jax.Array:
         """The train step's quota input: the sampler's quotas, or under instance
         sampling the training set's prior times the batch size."""
-        quotas = (iterator.sampler.quotas if stage.composition == ACTIVE else
-                  instance_quotas(self.train_counts, stage.batch_size))
-        return jax.device_put(np.asarray(quotas, np.float32), self.replicated)
+        q = (quotas.instance_quotas(self.train_counts, stage.batch_size)
+             if composition == INSTANCE else iterator.sampler.quotas)
+        return jax.device_put(np.asarray(q, np.float32), self.replicated)
 
     # --- evaluation ----------------------------------------------------------------
 
-    def confusion(self, state: TrainState, ds: ImageDataset) -> np.ndarray:
+    def confusion(self, variables: dict, ds: ImageDataset) -> np.ndarray:
         """Confusion matrix over `ds`, in fixed-size padded batches (no recompiles)."""
         size = -(-self.config.eval.batch_size // self.num_devices) * self.num_devices
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
         confusion = jax.device_put(jnp.zeros((self.num_classes,) * 2, jnp.int32),
                                    self.replicated)
         for start in range(0, len(ds), size):
@@ -181,10 +222,27 @@ class Trainer:
             confusion = self.eval_step(variables, *batch, confusion)
         return np.asarray(confusion)
 
+    def posthoc(self, variables: dict) -> dict:
+        """`variables` as evaluated: the classifier tau-normalised (Kang et al. 2020)
+        and its bias shifted by -tau * log(training prior) (post-hoc logit adjustment,
+        Menon et al. 2021), each when the config turns it on."""
+        e = self.config.eval
+        if not (e.tau_norm or e.logit_adjust_tau):
+            return variables
+        head = head_name(variables)
+        params = dict(variables["params"][head])
+        if e.tau_norm:
+            params["kernel"] = losses.tau_normalized_kernel(params["kernel"], e.tau_norm)
+        if e.logit_adjust_tau:
+            prior = jnp.asarray(self.train_counts / self.train_counts.sum(), jnp.float32)
+            params["bias"] = losses.posthoc_logit_adjustment(  # One row of logits.
+                params["bias"][None], prior, e.logit_adjust_tau)[0]
+        return {**variables, "params": {**variables["params"], head: params}}
+
     def contrast_f1(self, state, stage: Stage, step: int) -> np.ndarray:
         """Per-class F1 on the contrast set, computed once per (stage, step)."""
         if self._contrast_cache[0] != (stage.name, step):
-            confusion = self.confusion(state, self.data.contrast)
+            confusion = self.confusion(variables_of(state), self.data.contrast)
             self._contrast_cache = ((stage.name, step),
                                     metrics.precision_recall_f1(confusion)[2])
         return self._contrast_cache[1]
@@ -202,7 +260,7 @@ class Trainer:
         self.writer.write(step, "quotas", {"contrast_macro_f1": f1.mean(),
                                            "contrast_f1": f1, "quotas": new})
         logging.info("contrast F1 %s -> quotas %s", np.round(f1, 2).tolist(), new.tolist())
-        return self.step_quotas(stage, iterator)
+        return self.step_quotas(ACTIVE, stage, iterator)
 
     # --- checkpoints ---------------------------------------------------------------
 
@@ -216,13 +274,13 @@ class Trainer:
             (self.workdir / CHECKPOINT_DIR).absolute(),
             options=ocp.CheckpointManagerOptions(create=True, preservation_policy=keep))
 
-    def save(self, mngr, epoch_index: int, state, iterator, meta: dict,
+    def save(self, mngr, epoch_index: int, state, iterators: dict, meta: dict,
              contrast_macro_f1: float) -> None:
+        samplers = {name: grain.checkpoint.CheckpointSave(it)
+                    for name, it in iterators.items()}
         mngr.save(epoch_index, metrics={BEST_METRIC: contrast_macro_f1},
-                  args=ocp.args.Composite(
-                      state=ocp.args.StandardSave(state),
-                      sampler=grain.checkpoint.CheckpointSave(iterator),
-                      meta=ocp.args.JsonSave(meta)))
+                  args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta), **samplers))
 
     def checkpoint_meta(self, stage: Stage, epoch: int) -> dict:
         active = self.active.to_json()
@@ -230,11 +288,12 @@ class Trainer:
                 "history": self.history()}
 
     def restore(self, mngr, resume: dict, state: TrainState,
-                iterator: QuotaBatchIterator) -> tuple[TrainState, int]:
-        """The stage's state and sampler from the checkpoint; the epoch to go on from."""
+                iterators: dict) -> tuple[TrainState, int]:
+        """The stage's state and samplers from the checkpoint; the epoch to go on from."""
+        samplers = {name: grain.checkpoint.CheckpointRestore(it)
+                    for name, it in iterators.items()}
         restored = mngr.restore(resume["step"], args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state),
-            sampler=grain.checkpoint.CheckpointRestore(iterator)))
+            state=ocp.args.StandardRestore(state), **samplers))
         meta = resume["meta"]
         self.epoch_records = list(meta["history"]["epochs"])
         self.active = ActiveState.from_json({**meta["history"],
@@ -246,55 +305,64 @@ class Trainer:
     def run_stage(self, stage: Stage, variables: dict, mngr, resume: dict | None,
                   rng: jax.Array, epoch_offset: int) -> tuple[dict, TrainState]:
         """Trains `stage` from `variables` (or from its checkpoint when resuming)."""
-        c = self.config
-        iterator = self.batches(stage)
-        steps_per_epoch = iterator.sampler.steps_per_epoch
+        iterators = self.batches(stage)
+        steps_per_epoch = iterators["sampler"].sampler.steps_per_epoch
+        if stage.reinit_head:
+            variables = self.fresh_head(variables, rng)
         tx, cot_tx = self.optimizers(stage, variables["params"], steps_per_epoch)
         state = self.make_state(variables, tx, cot_tx)
         start_epoch = 0
         if resume is not None and resume["meta"]["phase"] == stage.name:
-            state, start_epoch = self.restore(mngr, resume, state, iterator)
+            state, start_epoch = self.restore(mngr, resume, state, iterators)
             logging.info("Resumed %s after epoch %d of %d.", stage.name, start_epoch,
                          stage.epochs)
-        online = c.augment.enabled and c.augment.offline_copies == 0
-        train_step = self.compile_train_step(state, tx, cot_tx, StepConfig(
-            num_classes=self.num_classes, frozen_stages=stage.frozen_stages,
-            loss=stage.loss, focal_gamma=c.train.focal_gamma,
-            augment=augment_options(c.augment) if online else None))
-        quotas = self.step_quotas(stage, iterator)
+        train_step = self.compile_train_step(state, tx, cot_tx, self.step_config(stage))
         progress = Progress(stage.name, stage.epochs * steps_per_epoch, stage.batch_size,
                             done=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch, stage.epochs):
             t0 = time.time()
-            state, out, quotas = self.train_epoch(stage, epoch, state, train_step,
-                                                  iterator, quotas, rng, progress)
-            self.end_epoch(stage, epoch, state, out, mngr, iterator, epoch_offset,
-                           time.time() - t0)
+            iterator, step_quotas, class_weights = self.begin_epoch(stage, epoch, iterators)
+            state, out = self.train_epoch(stage, epoch, state, train_step, iterator,
+                                          step_quotas, class_weights, rng, progress)
+            self.end_epoch(stage, epoch, state, out, mngr, iterators, steps_per_epoch,
+                           epoch_offset, time.time() - t0)
         mngr.wait_until_finished()
-        iterator.close()
-        return {"params": state.params, "batch_stats": state.batch_stats}, state
+        for iterator in iterators.values():
+            iterator.close()
+        return variables_of(state), state
+
+    def fresh_head(self, variables: dict, rng: jax.Array) -> dict:
+        """`variables` with the classifier initialised afresh (cRT)."""
+        dummy = jnp.zeros((1, *self.image_shape), jnp.float32)
+        head = head_name(variables)
+        fresh = jax.jit(lambda key: self.model.init(key, dummy, train=False)[
+            "params"][head], out_shardings=self.replicated)(jax.random.fold_in(rng, 2**31 - 1))
+        return {**variables, "params": {**variables["params"], head: fresh}}
 
     def train_epoch(self, stage: Stage, epoch: int, state, train_step, iterator,
-                    quotas: jax.Array, rng: jax.Array, progress: Progress):
+                    step_quotas: jax.Array, class_weights: jax.Array, rng: jax.Array,
+                    progress: Progress):
         """One pass of `steps_per_epoch` steps; quota updates as they fall due."""
         steps_per_epoch = iterator.sampler.steps_per_epoch
         update_every = stage.update_every_steps or steps_per_epoch
+        active = stage.composition_at(epoch) == ACTIVE
         log_every = self.config.train.log_every_steps
         for i in range(steps_per_epoch):
             batch = next(iterator)
             device_batch = {k: jax.make_array_from_process_local_data(
                 self.data_sharding, batch[k]) for k in ("image", "label")}
-            state, out = train_step(state, device_batch, quotas, rng)
+            state, out = train_step(state, device_batch, step_quotas, rng, class_weights)
             global_step = epoch * steps_per_epoch + i + 1
             if global_step % log_every == 0:
                 self.writer.write(global_step, stage.name, out)
                 progress.log(global_step, {"loss": out["loss"], "acc": out["accuracy"]})
-            if stage.composition == ACTIVE and global_step % update_every == 0:
-                quotas = self.update_quotas(stage, state, iterator, global_step)
-        return state, out, quotas
+            if active and global_step % update_every == 0:
+                step_quotas = self.update_quotas(stage, state, iterator, global_step)
+        return state, out
 
-    def end_epoch(self, stage: Stage, epoch: int, state, out: dict, mngr, iterator,
-                  epoch_offset: int, seconds: float) -> None:
+    def end_epoch(self, stage: Stage, epoch: int, state, out: dict, mngr,
+                  iterators: dict, steps_per_epoch: int, epoch_offset: int,
+                  seconds: float) -> None:
         """Stops on a non-finite loss; records, logs and checkpoints the epoch."""
         loss = float(out["loss"])
         if not np.isfinite(loss):
@@ -302,7 +370,6 @@ class Trainer:
                 f"Loss became {loss} in {stage.name} epoch {epoch + 1}; the last good "
                 f"checkpoint is kept in {self.workdir / CHECKPOINT_DIR}. Lower the "
                 f"learning rate (config.train.learning_rate).")
-        steps_per_epoch = iterator.sampler.steps_per_epoch
         contrast_f1 = self.contrast_f1(state, stage, (epoch + 1) * steps_per_epoch)
         record = {"phase": stage.name, "epoch": epoch + 1, "loss": loss,
                   "train_accuracy": float(out["accuracy"]),
@@ -317,7 +384,7 @@ class Trainer:
                      record["seconds"])
         every = self.config.train.checkpoint_every_epochs
         if (epoch + 1) % every == 0 or epoch + 1 == stage.epochs:
-            self.save(mngr, epoch_offset + epoch, state, iterator,
+            self.save(mngr, epoch_offset + epoch, state, iterators,
                       self.checkpoint_meta(stage, epoch), record["contrast_macro_f1"])
 
     # --- everything ------------------------------------------------------------------
@@ -342,8 +409,11 @@ class Trainer:
                 # from the epoch after the checkpoint; later stages start from its
                 # weights.
                 offset = sum(s.epochs for s in self.stages[:i])
-                variables, state = self.run_stage(stage, variables, mngr, resume,
-                                                  stage_rngs[stage.seed_offset], offset)
+                o = stage.seed_offset
+                rng = (stage_rngs[o] if o < len(stage_rngs) else
+                       jax.random.fold_in(stage_rngs[-1], o))
+                variables, state = self.run_stage(stage, variables, mngr, resume, rng,
+                                                  offset)
                 resume = None
             best = mngr.best_step()
         finally:  # Also on an error: finish the checkpoints already being written.
@@ -359,10 +429,15 @@ class Trainer:
         return {"quotas": active["quotas"], "contrast_f1": active["contrast_f1"],
                 "epochs": self.epoch_records}
 
+    def test_metrics(self, variables: dict) -> dict:
+        return metrics.classification_report(self.confusion(variables, self.data.test),
+                                             self.train_counts, self.data.train.class_names)
+
     def report(self, state: TrainState, best_checkpoint: int | None) -> dict:
         """Test metrics of the final state, written to report.json."""
-        test = metrics.classification_report(self.confusion(state, self.data.test),
-                                             self.train_counts, self.data.train.class_names)
+        variables = variables_of(state)
+        evaluated = self.posthoc(variables)
+        test = self.test_metrics(evaluated)
         report = {
             "test": test,
             "best_checkpoint": best_checkpoint,  # By contrast macro-F1; in checkpoints/.
@@ -371,10 +446,16 @@ class Trainer:
             "history": self.history(),
             "config": self.config.to_dict(),
         }
+        if evaluated is not variables:  # Post-hoc corrections on: the plain model too.
+            report["test_without_posthoc"] = self.test_metrics(variables)
         if self.writer.enabled:  # Process 0 writes the files.
             write_json_atomic(self.workdir / "report.json", report)
             write_report_files(report, self.workdir)  # summary.md and plots/*.png
         return report
+
+
+def variables_of(state: TrainState) -> dict:
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

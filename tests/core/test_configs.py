@@ -56,7 +56,7 @@ def test_every_schema_field_has_a_comment():
 def test_config_arguments():
     config = load(ROOT / "configs/cifar100_lt.py", "ratio=10,loss=cot")
     assert (config.data.imbalance_ratio, config.train.loss) == (10.0, "cot")
-    assert load(ROOT / "configs/digits_lt.py", "active=false").sampling.active is False
+    assert load(ROOT / "configs/digits_lt.py", "active=false").sampling.composition == "instance"
     with pytest.raises(ValueError, match="key=value with key in"):
         load(ROOT / "configs/cifar100_lt.py", "ration=10")
     with pytest.raises(ValueError, match="key=value"):

@@ -28,7 +28,7 @@ def test_warmup_then_finetune_as_the_paper_has_them():
 
 
 def test_no_warmup_and_instance_sampling():
-    config = tiny_config(**{"warmup.enabled": False, "sampling.active": False})
+    config = tiny_config(**{"warmup.enabled": False, "sampling.composition": "instance"})
     (only,) = stages_from_config(config, num_classes=10, model_stages=4)
     assert only.name == "finetune" and only.composition == INSTANCE
     config = tiny_config(**{"warmup.enabled": True, "warmup.epochs": 0})

@@ -212,7 +212,7 @@ def test_transfer_replaces_a_head_of_other_classes(finished_run):
 
 def test_offline_augmentation_trains_on_materialised_copies(tmp_path):
     config = tiny_config(**{"augment.offline_copies": 2, "train.epochs": 1,
-                            "sampling.active": False})
+                            "sampling.composition": "instance"})
     trainer = train.Trainer(config, tmp_path)
     n = trainer.train_counts.sum()
     assert len(trainer.data.train) == 3 * n
@@ -237,7 +237,11 @@ def test_locked_config_rejects_typos_and_bad_values(tmp_path):
     with pytest.raises(AttributeError):
         config.train.epoch = 3
     bad = {"train.lr_schedule": ("cosin", "'cosin' is not one of: constant, cosine"),
-           "train.loss": ("ldam", "'ldam' is not one of: ce, focal, cot"),
+           "train.loss": ("ldamx", "'ldamx' is not one of: ce, focal, cot, ldam, "
+                          "logit_adjusted, balanced_softmax"),
+           "sampling.composition": ("sqrrt", "'sqrrt' is not one of: instance, active"),
+           "train.reweight_epoch": (1, "class_weighting is 'none'"),
+           "sampling.defer_epochs": (5, "defer_epochs=5 must lie in [0, train.epochs=2)"),
            "model.name": ("densenet122", "'densenet122' is not one of"),
            "data.name": ("cifar1000", "'cifar1000' is not one of"),
            "train.images_per_class": (1, "min_quota=1 leaves active sampling no room"),
@@ -270,9 +274,9 @@ def test_nan_in_a_later_epoch_keeps_the_good_checkpoints(tmp_path, monkeypatch):
         step = original(self, *args)
         calls = []
 
-        def run(state, batch, quotas, rng):
+        def run(state, batch, *inputs):
             calls.append(1)
-            state, out = step(state, batch, quotas, rng)
+            state, out = step(state, batch, *inputs)
             if len(calls) > self.steps_per_epoch_for_test * 2:  # From epoch 3 on.
                 out = dict(out, loss=out["loss"] * float("nan"))
             return state, out

@@ -1,0 +1,178 @@
+"""The field's baselines inside the trainer: batch compositions, deferred re-sampling
+and re-weighting, LDAM, prior-corrected losses, cRT and post-hoc corrections."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tlc_jax import losses, quotas, step, train
+from tlc_jax.metrics import confusion_matrix
+from tlc_jax.stages import CLASS_BALANCED, INSTANCE, stages_from_config
+
+from helpers import tiny_config
+
+LOGITS = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32)
+LABELS = jnp.asarray([0, 1, 2, 3, 0, 1])
+PRIOR = jnp.asarray([0.5, 0.3, 0.15, 0.05], jnp.float32)
+COUNTS = (100, 60, 30, 10)
+
+
+@pytest.mark.parametrize("name,reference", [
+    ("ce", lambda: losses.cross_entropy(LOGITS, LABELS)),
+    ("cot", lambda: losses.cross_entropy(LOGITS, LABELS)),
+    ("focal", lambda: losses.focal_loss(LOGITS, LABELS, 1.5)),
+    ("ldam", lambda: losses.ldam_loss(LOGITS, LABELS, jnp.asarray(COUNTS), 0.4, 20.0)),
+    ("logit_adjusted", lambda: losses.logit_adjusted_loss(LOGITS, LABELS, PRIOR, 0.7)),
+    ("balanced_softmax", lambda: losses.balanced_softmax_loss(LOGITS, LABELS, PRIOR)),
+])
+def test_the_step_uses_the_configured_loss(name, reference):
+    cfg = step.StepConfig(num_classes=4, frozen_stages=0, loss=name, focal_gamma=1.5,
+                          class_counts=COUNTS, ldam_max_margin=0.4, ldam_scale=20.0,
+                          logit_adjust_tau=0.7)
+    np.testing.assert_allclose(step.per_example_loss(cfg, LOGITS, LABELS, PRIOR),
+                               reference(), rtol=1e-6)
+
+
+def test_unknown_loss_and_ldam_without_counts_are_refused():
+    with pytest.raises(ValueError, match="Unknown loss 'ldamx'"):
+        step.StepConfig(num_classes=4, frozen_stages=0, loss="ldamx")
+    with pytest.raises(ValueError, match="needs StepConfig.class_counts"):
+        step.StepConfig(num_classes=4, frozen_stages=0, loss="ldam")
+
+
+def test_stages_carry_drs_drw_and_crt():
+    config = tiny_config(**{"sampling.composition": "class_balanced",
+                            "sampling.defer_epochs": 1,
+                            "train.class_weighting": "effective_number",
+                            "train.reweight_epoch": 1, "decoupled.enabled": True,
+                            "decoupled.epochs": 3, "decoupled.images_per_class": 2})
+    finetune, crt = stages_from_config(config, num_classes=10, model_stages=4)
+    assert [finetune.composition_at(e) for e in range(2)] == [INSTANCE, CLASS_BALANCED]
+    assert [finetune.reweights_at(e) for e in range(2)] == [False, True]
+    assert (crt.name, crt.composition, crt.frozen_stages, crt.reinit_head) == (
+        "crt", CLASS_BALANCED, 4, True)
+    assert (crt.epochs, crt.batch_size, crt.loss, crt.reweight_epoch) == (3, 20, "ce", None)
+    plain = tiny_config(**{"train.class_weighting": "none"})
+    assert stages_from_config(plain, 10, 4)[0].reweight_epoch is None
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"sampling.defer_epochs": 1, "sampling.composition": "instance"},
+     "already starts as instance sampling"),
+    ({"train.loss": "cot", "train.class_weighting": "effective_number"},
+     "class weighting is defined for the other losses only"),
+    ({"train.cb_beta": 1.0}, "cb_beta must lie in (0, 1)"),
+    ({"eval.tau_norm": -1.0}, "eval.tau_norm must be >= 0"),
+])
+def test_meaningless_combinations_fail_at_validation(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train.Trainer(tiny_config(**overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+class KeepStages(train.Trainer):
+    """Keeps each stage's final variables."""
+
+    def run_stage(self, stage, *args):
+        variables, state = super().run_stage(stage, *args)
+        self.finals = {**getattr(self, "finals", {}), stage.name: jax.device_get(variables)}
+        return variables, state
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    """LDAM with deferred re-sampling (class-balanced from epoch 2) and deferred
+    re-weighting, then cRT, evaluated with tau-normalisation and post-hoc logit
+    adjustment: every baseline mechanism in one tiny run."""
+    workdir = tmp_path_factory.mktemp("baselines")
+    config = tiny_config(**{
+        "train.loss": "ldam", "sampling.composition": "class_balanced",
+        "sampling.defer_epochs": 1, "train.class_weighting": "effective_number",
+        "train.reweight_epoch": 1, "train.log_every_steps": 1,
+        "decoupled.enabled": True, "decoupled.epochs": 1,
+        "eval.tau_norm": 1.0, "eval.logit_adjust_tau": 1.0})
+    trainer = KeepStages(config, workdir)
+    report = trainer.run()
+    return trainer, report, workdir
+
+
+def test_deferred_resampling_switches_composition_after_the_deferred_epochs(baseline_run):
+    trainer, report, workdir = baseline_run
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = [l for l in lines if l["prefix"] == "finetune"]
+    per_epoch = len(steps) // 2
+    first, second = steps[:per_epoch], steps[per_epoch:]
+    # Epoch 1 (instance): class counts vary; the step's quotas are the prior x B.
+    assert len({tuple(l["class_counts"]) for l in first}) > 1
+    assert all(l["quota_mismatch"] > 0 for l in first)
+    # Epoch 2 (class-balanced): exactly 4 of each class in every batch of 40.
+    assert all(l["class_counts"] == [4] * 10 and l["quota_mismatch"] == 0 for l in second)
+    crt = [l for l in lines if l["prefix"] == "crt"]
+    assert crt and all(l["class_counts"] == [4] * 10 for l in crt)
+    assert [e["phase"] for e in report["history"]["epochs"]] == [
+        "finetune", "finetune", "crt"]
+
+
+def test_class_weights_apply_from_the_reweight_epoch(baseline_run):
+    trainer, _, _ = baseline_run
+    finetune = trainer.stages[0]
+    iterators = trainer.batches(finetune)
+    try:
+        weights = [np.asarray(trainer.begin_epoch(finetune, e, iterators)[2])
+                   for e in range(2)]
+    finally:
+        for it in iterators.values():
+            it.close()
+    np.testing.assert_array_equal(weights[0], np.ones(10))
+    np.testing.assert_allclose(weights[1], losses.class_balanced_weights(
+        trainer.train_counts, 0.9999), rtol=1e-6)
+
+
+def test_static_compositions_set_their_quotas(tmp_path):
+    for composition, expected in (
+            ("sqrt", lambda t, e: quotas.sqrt_quotas(t.train_counts, 40)),
+            ("progressive", lambda t, e: quotas.progressive_quotas(t.train_counts, 40, e, 2))):
+        trainer = train.Trainer(tiny_config(**{"sampling.composition": composition}),
+                                tmp_path / composition)
+        stage = trainer.stages[0]
+        iterators = trainer.batches(stage)
+        try:
+            for epoch in range(2):
+                iterator, step_quotas, _ = trainer.begin_epoch(stage, epoch, iterators)
+                np.testing.assert_array_equal(iterator.sampler.quotas,
+                                              expected(trainer, epoch))
+                np.testing.assert_array_equal(np.asarray(step_quotas),
+                                              iterator.sampler.quotas)
+        finally:
+            for it in iterators.values():
+                it.close()
+
+
+def test_crt_retrains_only_a_fresh_classifier(baseline_run):
+    trainer, _, _ = baseline_run
+    before, after = trainer.finals["finetune"], trainer.finals["crt"]
+    for collection in ("params", "batch_stats"):
+        for name, tree in before[collection].items():
+            same = all(np.array_equal(a, b) for a, b in zip(
+                jax.tree.leaves(tree), jax.tree.leaves(after[collection][name])))
+            assert same == (name != "classifier"), (collection, name)
+
+
+def test_posthoc_corrections_are_what_the_test_metrics_use(baseline_run):
+    trainer, report, _ = baseline_run
+    variables = trainer.finals["crt"]
+    images = trainer.data.test.images
+    _, features = trainer.model.apply(variables, (images / 255.0 - 0.5) / 0.25,
+                                      return_features=True)
+    head = variables["params"]["classifier"]
+    kernel = np.asarray(head["kernel"], np.float64)
+    kernel = kernel / np.linalg.norm(kernel, axis=0, keepdims=True)  # tau = 1
+    prior = trainer.train_counts / trainer.train_counts.sum()
+    logits = np.asarray(features, np.float64) @ kernel + np.asarray(head["bias"]) - np.log(prior)
+    want = confusion_matrix(trainer.data.test.labels, logits.argmax(-1), 10)
+    np.testing.assert_array_equal(report["test"]["confusion_matrix"], want)
+    assert "test_without_posthoc" in report
+    assert report["config"]["eval"]["tau_norm"] == 1.0
