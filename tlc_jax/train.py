@@ -346,6 +346,7 @@ class Trainer:
         steps_per_epoch = iterator.sampler.steps_per_epoch
         update_every = stage.update_every_steps or steps_per_epoch
         active = stage.composition_at(epoch) == ACTIVE
+        last_step = stage.epochs * steps_per_epoch  # No update after it: none would be used.
         log_every = self.config.train.log_every_steps
         for i in range(steps_per_epoch):
             batch = next(iterator)
@@ -356,7 +357,7 @@ class Trainer:
             if global_step % log_every == 0:
                 self.writer.write(global_step, stage.name, out)
                 progress.log(global_step, {"loss": out["loss"], "acc": out["accuracy"]})
-            if active and global_step % update_every == 0:
+            if active and global_step % update_every == 0 and global_step < last_step:
                 step_quotas = self.update_quotas(stage, state, iterator, global_step)
         return state, out
 

@@ -65,7 +65,8 @@ def run(active: bool, steps: int, batch_per_class: int, seed: int = 0) -> dict:
     for i in range(steps):
         idx = train[sampler.next_batch()]
         params, opt_state = step(params, opt_state, x[idx], y[idx])
-        if active and (i + 1) % sampler.steps_per_epoch == 0:  # Once per epoch.
+        # Once per epoch, but not after the last step: those quotas would never be used.
+        if active and (i + 1) % sampler.steps_per_epoch == 0 and i + 1 < steps:
             cm = confusion_matrix(y[contrast], np.asarray(predict(params, x[contrast])), 10)
             _, _, f1 = precision_recall_f1(cm)
             sampler.set_quotas(update_quotas(f1, batch, min_quota=1))
