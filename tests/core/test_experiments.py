@@ -1,0 +1,372 @@
+"""The experiment runner end to end on configs/grids/tiny.py (2 methods x 2 seeds of a
+one-epoch DenseNet-BC-10 on 8 px digits), and grid files checked without training.
+
+The grid is started, stopped with SIGTERM as soon as its first run has finished, and
+started again: everything later is checked on the grid that second invocation
+completed. Waits poll a condition against a deadline; nothing sleeps a fixed time.
+"""
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from tlc_jax.data.prepare import SPLIT_FILE, prepare
+from tlc_jax.experiments import baseline
+from tlc_jax.experiments.grid import BASELINE_METHOD, GridError, load_grid
+from tlc_jax.experiments.results import loss_rows, method_losses
+from tlc_jax.experiments.runs import CONFLICT, FINISHED, MISSING, run_state
+
+from helpers import ROOT
+
+TINY = "configs/grids/tiny.py"
+DIGITS = str(ROOT / "configs" / "digits_lt.py")
+METHODS = ("tlc", "no-aug")
+SEEDS = (0, 1)
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "worst_class_accuracy",
+           "tail_accuracy", "many_shot_accuracy", "medium_shot_accuracy",
+           "few_shot_accuracy")
+
+
+def command(workdir, *extra, grid=TINY):
+    return [sys.executable, "-m", "tlc_jax.experiments", f"--grid={grid}",
+            f"--workdir={workdir}", *extra]
+
+
+def run_grid(workdir, *extra, grid=TINY, timeout=240):
+    return subprocess.run(command(workdir, *extra, grid=grid), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(condition, timeout: float, what: str):
+    """Polls `condition` until it is true; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention `path`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in line and proc.name != str(os.getpid()):
+            found.append(line)
+    return found
+
+
+def attempts(folder: Path) -> list[dict]:
+    return json.loads((folder / "attempts.json").read_text())["attempts"]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def grid_dir(tmp_path_factory):
+    """The tiny grid, stopped by SIGTERM after its first finished run, then completed."""
+    workdir = tmp_path_factory.mktemp("grid")
+    log = open(workdir.parent / "first_invocation.txt", "w")
+    # One run at a time at first: little work is lost when it is stopped.
+    runner = subprocess.Popen(command(workdir), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    first = wait_for(lambda: next(workdir.glob("default/*/seed*/report.json"), None),
+                     180, "the first finished run").parent
+    # The next run has started (its log exists, and its process began writing to it).
+    started = lambda p: p != first and (p / "log.txt").exists() and (
+        (p / "log.txt").stat().st_size > 0)
+    second_run = wait_for(lambda: next((p for p in workdir.glob("default/*/seed*")
+                                        if started(p)), None), 60, "a second run")
+    runner.send_signal(signal.SIGTERM)
+    code = runner.wait(timeout=90)
+    log.close()
+    output = (workdir.parent / "first_invocation.txt").read_text()
+    assert code == 128 + signal.SIGTERM, output
+    assert "Stopping on SIGTERM" in output
+    assert processes_using(workdir) == []  # The run was stopped with the runner.
+    assert [a["returncode"] for a in attempts(first)] == [0]
+    assert attempts(second_run)[-1]["stopped"] is True
+    assert not (second_run / "report.json").exists()
+
+    again = run_grid(workdir, "--parallel=2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    skipped = f"[skip] {first.relative_to(workdir).as_posix()}: finished earlier"
+    assert skipped in again.stdout
+    assert len(attempts(first)) == 1  # Not started again.
+    assert len(attempts(second_run)) == 2  # Started again, and finished.
+    return workdir
+
+
+@pytest.mark.slow
+def test_every_run_of_the_grid_finished_with_its_command_beside_it(grid_dir):
+    for method in METHODS:
+        for seed in SEEDS:
+            folder = grid_dir / "default" / method / f"seed{seed}"
+            report = json.loads((folder / "report.json").read_text())
+            assert report["config"]["seed"] == seed
+            assert report["config"]["augment"]["enabled"] is (method == "tlc")
+            line = (folder / "command.txt").read_text()
+            assert f"--config.seed={seed}" in line and f"--workdir={folder}" in line
+            assert "-m tlc_jax.main" in line
+            assert attempts(folder)[-1]["returncode"] == 0
+            assert "==== " in (folder / "log.txt").read_text()
+
+
+def reports(grid_dir, method):
+    return [json.loads((grid_dir / "default" / method / f"seed{s}" / "report.json")
+                       .read_text()) for s in SEEDS]
+
+
+def expected_metrics(report):
+    """The run's metrics computed here, tail accuracy included, from the report."""
+    test = report["test"]
+    out = {key: test[key] for key in METRICS if key != "tail_accuracy"}
+    counts = np.asarray(test["per_class"]["train_count"])
+    tail = np.argsort(counts, kind="stable")[:3]
+    out["tail_accuracy"] = float(np.mean(np.asarray(test["per_class"]["accuracy"])[tail]))
+    return out
+
+
+@pytest.mark.slow
+def test_csv_means_and_stds_match_numpy_on_the_reports(grid_dir):
+    rows = read_csv(grid_dir / "results.csv")
+    for method in METHODS + (BASELINE_METHOD,):
+        values = [expected_metrics(r) for r in reports(grid_dir, method)]
+        mine = {r["row"]: r for r in rows if r["method"] == method and r["row"] != "run"}
+        assert mine["mean"]["n"] == "2" and mine["mean"]["n_expected"] == "2"
+        for key in METRICS:
+            column = [v[key] for v in values if v[key] is not None]
+            if not column:
+                assert mine["mean"][key] == "" and mine["std"][key] == ""
+                continue
+            assert float(mine["mean"][key]) == pytest.approx(np.mean(column), abs=1e-12)
+            if len(column) > 1:
+                assert float(mine["std"][key]) == pytest.approx(np.std(column, ddof=1),
+                                                                abs=1e-12)
+        runs = [r for r in rows if r["method"] == method and r["row"] == "run"]
+        assert [int(r["seed"]) for r in runs] == list(SEEDS)
+        for run, value in zip(runs, values):
+            assert run["state"] == "finished"
+            assert float(run["balanced_accuracy"]) == pytest.approx(
+                value["balanced_accuracy"], abs=1e-12)
+            assert float(run["wall_seconds"]) > 0
+        if method != BASELINE_METHOD:
+            assert all(float(r["train_seconds"]) > 0 for r in runs)
+
+
+@pytest.mark.slow
+def test_results_md_tables(grid_dir):
+    text = (grid_dir / "results.md").read_text()
+    for method in METHODS + (BASELINE_METHOD,):
+        values = [r["test"]["balanced_accuracy"] for r in reports(grid_dir, method)]
+        cell = f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+        summary = next(l for l in text.splitlines() if l.startswith(f"| {method} | 2 of 2"))
+        assert cell in summary
+    # Paper style: both methods train with CE (the config's loss), in one CE column.
+    paper = text.split("paper style")[1].split("###")[0]
+    assert "| Method | CE |" in paper
+    assert "| tlc |" in paper and "| no-aug |" in paper
+    # Per-class table: methods as rows, classes as columns, most trained first.
+    per_class = text.split("Per-class test accuracy")[1].split("##")[0]
+    report = reports(grid_dir, "tlc")[0]
+    counts = report["test"]["per_class"]["train_count"]
+    head = int(np.argmax(counts))
+    assert f"| Method | n | {head} ({counts[head]}) |" in per_class
+    mean_head = np.mean([r["test"]["per_class"]["accuracy"][head]
+                         for r in reports(grid_dir, "tlc")])
+    assert re.search(rf"\| tlc \| 2 of 2 \| {mean_head:.3f} \|", per_class)
+    assert "None: every run finished." in text
+    for name in ("default_metrics.png", "default_per_class.png"):
+        assert (grid_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_second_invocation_starts_nothing(grid_dir):
+    before = {p: len(attempts(p)) for p in grid_dir.glob("default/*/seed*")}
+    out = run_grid(grid_dir, "--parallel=2")
+    assert out.returncode == 0, out.stderr
+    assert "[start" not in out.stdout
+    assert out.stdout.count("finished earlier") == 6  # 4 runs, 2 sklearn rows.
+    assert {p: len(attempts(p)) for p in grid_dir.glob("default/*/seed*")} == before
+
+
+@pytest.mark.slow
+def test_a_run_missing_its_report_is_listed_then_resumed_from_its_checkpoint(grid_dir):
+    folder = grid_dir / "default" / "no-aug" / "seed1"
+    original = json.loads((folder / "report.json").read_text())
+    (folder / "report.json").unlink()
+
+    out = run_grid(grid_dir, "--report_only")
+    assert out.returncode == 0, out.stderr
+    text = (grid_dir / "results.md").read_text()
+    assert re.search(r"\| no-aug \| 1 of 2 \|", text)
+    assert re.search(r"\| default/no-aug/seed1 \| partial \| .*resumes", text)
+    rows = read_csv(grid_dir / "results.csv")
+    mean = next(r for r in rows if r["method"] == "no-aug" and r["row"] == "mean")
+    assert (mean["n"], mean["n_expected"]) == ("1", "2")
+    assert mean["balanced_accuracy"] != "" and mean["accuracy"] != ""
+
+    log_size = (folder / "log.txt").stat().st_size
+    out = run_grid(grid_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("[start") == 1
+    new_output = (folder / "log.txt").read_text()[log_size:]
+    assert "Resumed finetune after epoch 1 of 1" in new_output
+    resumed = json.loads((folder / "report.json").read_text())
+    assert resumed["test"] == original["test"]  # The same final checkpoint, evaluated.
+    assert "None: every run finished." in (grid_dir / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_sklearn_row_matches_an_independent_fit_on_the_runs_split(grid_dir, tmp_path):
+    rows = read_csv(grid_dir / "results.csv")
+    for seed in SEEDS:
+        run = grid_dir / "default" / "tlc" / f"seed{seed}"
+        config = json.loads((run / "config.json").read_text())
+        splits = prepare(ml_collections.ConfigDict(config["data"]), config["seed"],
+                         tmp_path / f"seed{seed}")
+        # The sklearn row was fitted on the run's split.
+        row_folder = grid_dir / "default" / BASELINE_METHOD / f"seed{seed}"
+        assert (json.loads((row_folder / SPLIT_FILE).read_text())
+                == json.loads((run / SPLIT_FILE).read_text()))
+        flat = lambda images: images.reshape(len(images), -1) / 255.0
+        model = LogisticRegression(class_weight="balanced", max_iter=baseline.MAX_ITER)
+        model.fit(flat(splits.train.images), splits.train.labels)
+        expected = balanced_accuracy_score(splits.test.labels,
+                                           model.predict(flat(splits.test.images)))
+        row = next(r for r in rows if r["method"] == BASELINE_METHOD
+                   and r["row"] == "run" and r["seed"] == str(seed))
+        assert float(row["balanced_accuracy"]) == pytest.approx(expected, abs=1e-9)
+
+
+TINY_OVERRIDES = load_grid(ROOT / TINY).overrides
+
+
+def write_grid(path: Path, **grid) -> Path:
+    path.write_text(f"def get_grid():\n    return {grid!r}\n")
+    return path
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_reported_and_the_others_go_on(tmp_path):
+    grid = write_grid(tmp_path / "broken.py", config=DIGITS,
+                      methods={"broken": {"train.loss": "no-such-loss"}}, seeds=[0, 1],
+                      overrides=TINY_OVERRIDES)
+    out = run_grid(tmp_path / "work", "--parallel=2", grid=grid)
+    assert out.returncode == 1, out.stdout + out.stderr
+    for seed in (0, 1):
+        assert f"[FAILED] default/broken/seed{seed}: exit code 1" in out.stderr
+    assert "no-such-loss" in out.stderr  # The end of the run's log.
+    # The sklearn rows (the same data) were still computed.
+    assert out.stdout.count(f"[done] default/{BASELINE_METHOD}") == 2
+    text = (tmp_path / "work" / "results.md").read_text()
+    assert re.search(r"\| broken \| 0 of 2 \|", text)
+    assert len(re.findall(r"\| default/broken/seed\d \| failed \| exit code 1", text)) == 2
+
+
+def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
+    out = run_grid(tmp_path / "work", "--dry_run", "--only=no-aug/seed1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "default/no-aug/seed1: missing"
+    assert "--config.augment.enabled=false --config.seed=1" in lines[1]
+    assert len(lines) == 2
+    assert not (tmp_path / "work").exists()
+    bad = run_grid(tmp_path / "work", "--dry_run", "--only=nothing-matches")
+    assert bad.returncode == 2 and "matches none of the runs" in bad.stderr
+
+
+def test_grid_files_of_the_project_load():
+    for name in ("tiny", "digits_ablation", "fashion_mnist_lt"):
+        grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
+        assert grid.cells()
+    grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
+    assert list(grid.variants) == ["ratio=100", "ratio=10"]
+    assert len(grid.cells()) == 2 * 4 * 3
+    configs = {c.id: grid.config(c) for c in grid.cells()}
+    assert configs["ratio=10/tlc-cot/seed2"].train.loss == "cot"
+    assert configs["ratio=10/tlc-cot/seed2"].data.imbalance_ratio == 10
+    assert configs["ratio=10/tlc-cot/seed2"].seed == 2
+
+
+def test_paper_style_rows_pair_methods_that_differ_only_in_the_loss():
+    grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
+    losses = method_losses(grid, "ratio=100")
+    assert losses == {"tlc": "ce", "instance": "ce", "tlc-focal": "focal",
+                      "tlc-cot": "cot"}
+    assert loss_rows(grid, losses) == [
+        ("tlc", {"ce": "tlc", "focal": "tlc-focal", "cot": "tlc-cot"}),
+        ("instance", {"ce": "instance"})]
+
+
+@pytest.mark.parametrize("grid,message", [
+    (dict(methods={"a": {}}, seeds=[0]), r"no \['config'\]"),
+    (dict(config=DIGITS, methods={"a": {}}, seeds=[0], epochs=3),
+     r"unknown keys \['epochs'\]"),
+    (dict(config="configs/nope.py", methods={"a": {}}, seeds=[0]), "not found"),
+    (dict(config=DIGITS, methods={}, seeds=[0]), "non-empty dict"),
+    (dict(config=DIGITS, methods={"a/b": {}}, seeds=[0]),
+     "names a folder"),
+    (dict(config=DIGITS, methods={BASELINE_METHOD: {}}, seeds=[0]),
+     "reserved"),
+    (dict(config=DIGITS, methods={"a": {}}, seeds=[0, 0]), "distinct"),
+    (dict(config=DIGITS, methods={"a": {"--config.train.loss": "ce"}},
+          seeds=[0]), "leave out the '--config.' prefix"),
+    (dict(config=DIGITS, methods={"a": {"seed": 1}}, seeds=[0]),
+     "seeds come from"),
+    (dict(config=DIGITS, methods={"a": {"train.lost": "ce"}}, seeds=[0]),
+     r"method 'a'.*--config.train.lost=ce"),
+    (dict(config=DIGITS, methods={"a": {"train.epochs": "many"}},
+          seeds=[0]), r"method 'a'.*--config.train.epochs=many"),
+    (dict(config=DIGITS, variants=["ration=3"], methods={"a": {}},
+          seeds=[0]), r"variant 'ration=3'"),
+])
+def test_bad_grid_files_fail_with_what_to_fix(tmp_path, grid, message):
+    with pytest.raises(GridError, match=message):
+        load_grid(write_grid(tmp_path / "bad.py", **grid))
+
+
+def test_grid_file_without_get_grid(tmp_path):
+    path = tmp_path / "empty.py"
+    path.write_text("GRID = {}\n")
+    with pytest.raises(GridError, match="defines no get_grid"):
+        load_grid(path)
+
+
+def test_run_state_compares_the_recorded_config(tmp_path):
+    grid = load_grid(ROOT / TINY)
+    cell = grid.cells()[0]
+    expected = json.loads(grid.config(cell).to_json())
+    assert run_state(tmp_path, expected).state == MISSING
+    report = {"test": {}, "config": expected}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert run_state(tmp_path, expected).state == FINISHED
+    # A field a resumed run may change does not matter; any other does.
+    changed = json.loads(json.dumps(expected))
+    changed["eval"]["batch_size"] = 7
+    assert run_state(tmp_path, changed).state == FINISHED
+    changed["train"]["epochs"] = 7
+    state = run_state(tmp_path, changed)
+    assert state.state == CONFLICT and "train.epochs" in state.detail
