@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any, Mapping
 
 import ml_collections
 
@@ -27,14 +28,23 @@ RUN_OUTPUTS = (CHECKPOINT_DIR, "tensorboard", "plots", SPLIT_FILE, "metrics.json
                "report.json", "summary.md", CONFIG_FILE, MODEL_FILE)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def _flat(d: Mapping, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, Mapping):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def config_changes(recorded: Mapping, current: Mapping) -> dict[str, tuple[Any, Any]]:
+    """{dotted field: (recorded value, current value)} for every field two configs (as
+    JSON dicts) disagree on, except those a resumed run may change."""
+    old = _flat(json.loads(json.dumps(recorded)))
+    new = _flat(json.loads(json.dumps(current)))
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS}
 
 
 def claim_workdir(workdir: Path, config: ml_collections.ConfigDict,
@@ -43,11 +53,10 @@ def claim_workdir(workdir: Path, config: ml_collections.ConfigDict,
     path = workdir / CONFIG_FILE
     current = json.loads(config.to_json())
     if path.exists():
-        old, new = _flat(json.loads(path.read_text())), _flat(current)
-        changed = sorted(k for k in old.keys() | new.keys()
-                         if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
+        changed = config_changes(json.loads(path.read_text()), current)
         if changed and not overwrite:
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+            details = ", ".join(f"{k}: {a!r} -> {b!r}"
+                                for k, (a, b) in list(changed.items())[:8])
             raise ValueError(
                 f"{workdir} holds a run with another config ({details}). Use a new "
                 f"--workdir, or pass --overwrite to delete that run and start afresh.")

@@ -50,7 +50,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from tlc_jax.workdir import RESUMABLE_FIELDS
+from tlc_jax.workdir import config_changes
 
 # The sklearn sanity row (tlc_jax.experiments.baseline) is stored as this method.
 BASELINE_METHOD = "sklearn-logreg-balanced"
@@ -165,20 +165,7 @@ def config_differences(recorded: Mapping, expected: Mapping) -> list[str]:
     """Fields (dotted) whose values differ between a run's recorded config (its
     config.json or report["config"]) and `expected` (a `config_dict`), ignoring the
     fields a run may change when it resumes (`tlc_jax.workdir.RESUMABLE_FIELDS`)."""
-    old = _flat(json.loads(json.dumps(recorded)))
-    new = _flat(json.loads(json.dumps(expected)))
-    return sorted(k for k in old.keys() | new.keys()
-                  if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
-
-
-def _flat(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return list(config_changes(recorded, expected))
 
 
 # --- loading and checking a grid file ------------------------------------------------
