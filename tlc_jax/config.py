@@ -99,7 +99,12 @@ def base_config() -> ml_collections.ConfigDict:
     #   sampling for this many fine-tuning epochs, then `composition`; 0 = off.
     c.sampling.update_every_steps = 0  # Quota update period; 0 = every epoch.
     c.sampling.min_quota = 1  # Every class keeps at least this many images per batch.
-    c.sampling.f1_momentum = 0.0  # EMA of contrast F1; 0 = off, as in the paper.
+    c.sampling.f1_momentum = 0.0  # EMA of the contrast score; 0 = off, as in the paper.
+    c.sampling.signal = "f1"  # Per-class contrast score Eq. 4 reads: "f1" (paper) or
+    #   "recall" (not lowered by head classes' false positives).
+    c.sampling.balanced_contrast = False  # Score on the contrast confusion matrix
+    #   re-weighted to equal class sizes (the balanced test prior).
+    c.sampling.mix_balanced = 0.0  # Quotas = (1 - a) Eq. 4 + a equal shares; 0 = Eq. 4.
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 256  # Test / contrast evaluation batch (padded, never recompiles).
@@ -125,6 +130,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     """Fails fast, before any data is read, on values the trainer cannot use."""
     from tlc_jax.data import DATASET_NAMES
     from tlc_jax.models import MEMORY_MODES, MODEL_NAMES, REMAT_POLICIES
+    from tlc_jax.active_sampling import SIGNALS
     from tlc_jax.stages import BATCH_COMPOSITIONS
     from tlc_jax.step import LOSSES
 
@@ -142,6 +148,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("train.lr_schedule", c.train.lr_schedule, LR_SCHEDULES)
     choice("train.class_weighting", c.train.class_weighting, CLASS_WEIGHTINGS)
     choice("sampling.composition", c.sampling.composition, BATCH_COMPOSITIONS)
+    choice("sampling.signal", c.sampling.signal, SIGNALS)
     choice("data.longtail_profile", c.data.longtail_profile, ("exp", "step"))
     positive = {"train.epochs": c.train.epochs, "train.images_per_class":
                 c.train.images_per_class, "warmup.batch_size": c.warmup.batch_size,
@@ -176,6 +183,9 @@ def _validate_methods(c: ml_collections.ConfigDict) -> None:
         raise ValueError("config.train.reweight_epoch > 0 defers class weights, but "
                          "config.train.class_weighting is 'none'; set it to "
                          "'effective_number' (DRW) or the epoch to 0.")
+    if not 0 <= s.mix_balanced <= 1:
+        raise ValueError(f"config.sampling.mix_balanced must lie in [0, 1]; got "
+                         f"{s.mix_balanced}.")
     if not 0 < t.cb_beta < 1:
         raise ValueError(f"config.train.cb_beta must lie in (0, 1); got {t.cb_beta}.")
     if not 0 <= s.defer_epochs < t.epochs:

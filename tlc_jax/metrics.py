@@ -54,6 +54,19 @@ def precision_recall_f1(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return ratio(tp, predicted), ratio(tp, actual), ratio(2 * tp, predicted + actual)
 
 
+def balanced_confusion(confusion: np.ndarray) -> np.ndarray:
+    """The confusion matrix re-weighted to a class-balanced prior: each true class's row
+    scaled to the mean row total (float). Recall is unchanged; precision and F1 become
+    what a test set with equally many images per class would give, if each class's
+    error rates held. Empty rows stay empty."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    totals = confusion.sum(axis=1, keepdims=True)
+    present = totals[:, 0] > 0
+    target = totals[present].mean() if present.any() else 0.0
+    return np.divide(confusion * target, totals, out=np.zeros_like(confusion),
+                     where=totals > 0)
+
+
 def accumulate_confusion(confusion: jax.Array, labels: jax.Array,
                          predictions: jax.Array, valid: jax.Array) -> jax.Array:
     """Adds a batch to a (C, C) confusion matrix; `valid` masks padding examples."""

@@ -239,24 +239,29 @@ class Trainer:
                 params["bias"][None], prior, e.logit_adjust_tau)[0]
         return {**variables, "params": {**variables["params"], head: params}}
 
-    def contrast_f1(self, state, stage: Stage, step: int) -> np.ndarray:
-        """Per-class F1 on the contrast set, computed once per (stage, step)."""
+    def contrast_confusion(self, state, stage: Stage, step: int) -> np.ndarray:
+        """The contrast set's confusion matrix, computed once per (stage, step)."""
         if self._contrast_cache[0] != (stage.name, step):
-            confusion = self.confusion(variables_of(state), self.data.contrast)
-            self._contrast_cache = ((stage.name, step),
-                                    metrics.precision_recall_f1(confusion)[2])
+            self._contrast_cache = ((stage.name, step), self.confusion(
+                variables_of(state), self.data.contrast))
         return self._contrast_cache[1]
+
+    def contrast_f1(self, state, stage: Stage, step: int) -> np.ndarray:
+        """Per-class F1 on the contrast set (Eq. 3)."""
+        return metrics.precision_recall_f1(self.contrast_confusion(state, stage, step))[2]
 
     def update_quotas(self, stage: Stage, state, iterator: QuotaBatchIterator,
                       step: int) -> jax.Array:
-        """Eq. 4 from the contrast set's per-class F1; applies from the next batch.
-        Returns the step's new quota input."""
+        """Eq. 4 from the contrast set's per-class score (F1 by default); applies from
+        the next batch. Returns the step's new quota input."""
         s = self.config.sampling
-        f1 = self.contrast_f1(state, stage, step)
         policy = ActiveSampling(stage.batch_size, self.train_counts, s.min_quota,
-                                s.f1_momentum)
-        self.active, new = next_quotas(policy, self.active, f1)
+                                s.f1_momentum, signal=s.signal,
+                                balanced=s.balanced_contrast, mix_balanced=s.mix_balanced)
+        self.active, new = next_quotas(policy, self.active,
+                                       self.contrast_confusion(state, stage, step))
         iterator.set_quotas(new)
+        f1 = self.contrast_f1(state, stage, step)
         self.writer.write(step, "quotas", {"contrast_macro_f1": f1.mean(),
                                            "contrast_f1": f1, "quotas": new})
         logging.info("contrast F1 %s -> quotas %s", np.round(f1, 2).tolist(), new.tolist())

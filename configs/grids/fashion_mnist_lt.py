@@ -10,6 +10,8 @@ epochs, SGD 0.1 cosine, batch 80), the same budget for every method; seeds 0, 1,
 Methods (README, "The field's baselines"):
     tlc, tlc-focal, tlc-cot      active sampling (the paper's rule) with CE / focal / COT
     tlc-balanced-softmax         active sampling with the batch-prior-corrected loss
+    tlc-balanced-f1, tlc-recall, tlc-recall-balanced-softmax   candidate improvements of
+                                 the quota rule (README, "Active sampling variants")
     instance                     uniform instance sampling, CE
     class-balanced, sqrt, progressive   static / scheduled class quotas, CE
     drs                          instance, then class-balanced from epoch 8 (Cao et al.)
@@ -38,6 +40,10 @@ def get_grid():
             "tlc-focal": {"train.loss": "focal"},
             "tlc-cot": {"train.loss": "cot"},
             "tlc-balanced-softmax": {"train.loss": "balanced_softmax"},
+            "tlc-balanced-f1": {"sampling.balanced_contrast": True},
+            "tlc-recall": {"sampling.signal": "recall"},
+            "tlc-recall-balanced-softmax": {"sampling.signal": "recall",
+                                            "train.loss": "balanced_softmax"},
             "instance": INSTANCE,
             "class-balanced": {"sampling.composition": "class_balanced"},
             "sqrt": {"sampling.composition": "sqrt"},

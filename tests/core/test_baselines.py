@@ -176,3 +176,27 @@ def test_posthoc_corrections_are_what_the_test_metrics_use(baseline_run):
     np.testing.assert_array_equal(report["test"]["confusion_matrix"], want)
     assert "test_without_posthoc" in report
     assert report["config"]["eval"]["tau_norm"] == 1.0
+
+
+def test_active_sampling_variants_reach_the_quota_rule(tmp_path, monkeypatch):
+    """sampling.signal / balanced_contrast / mix_balanced go into next_quotas."""
+    from tlc_jax.active_sampling import ActiveSampling, ActiveState, next_quotas
+
+    config = tiny_config(**{"sampling.signal": "recall",
+                            "sampling.balanced_contrast": True,
+                            "sampling.mix_balanced": 0.25, "sampling.min_quota": 2})
+    trainer = train.Trainer(config, tmp_path)
+    confusion = np.diag(np.arange(10, 20)) + np.eye(10, k=1, dtype=int)[::-1] * 3
+    monkeypatch.setattr(trainer, "contrast_confusion", lambda *args: confusion)
+    stage = trainer.stages[0]
+    iterators = trainer.batches(stage)
+    try:
+        trainer.update_quotas(stage, None, iterators["sampler"], step=5)
+        policy = ActiveSampling(40, trainer.train_counts, 2, 0.0, signal="recall",
+                                balanced=True, mix_balanced=0.25)
+        _, want = next_quotas(policy, ActiveState(), confusion)
+        np.testing.assert_array_equal(iterators["sampler"].sampler.quotas, want)
+        assert trainer.active.quotas == (tuple(want.tolist()),)
+    finally:
+        for it in iterators.values():
+            it.close()

@@ -304,7 +304,7 @@ def test_grid_files_of_the_project_load():
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
     assert list(grid.variants) == ["ratio=100", "ratio=10"]
-    assert len(grid.cells()) == 2 * 16 * 3  # Ratios x methods x seeds.
+    assert len(grid.cells()) == 2 * 19 * 3  # Ratios x methods x seeds.
     configs = {c.id: grid.config(c) for c in grid.cells()}
     assert configs["ratio=10/tlc-cot/seed2"].train.loss == "cot"
     assert configs["ratio=10/tlc-cot/seed2"].data.imbalance_ratio == 10
@@ -321,6 +321,8 @@ def test_paper_style_rows_pair_methods_that_differ_only_in_the_loss():
     rows = dict(loss_rows(grid, losses))
     assert rows["tlc"] == {"ce": "tlc", "focal": "tlc-focal", "cot": "tlc-cot",
                            "balanced_softmax": "tlc-balanced-softmax"}
+    assert rows["tlc-recall"] == {"ce": "tlc-recall",
+                                  "balanced_softmax": "tlc-recall-balanced-softmax"}
     assert rows["instance"] == {"ce": "instance", "logit_adjusted": "logit-adjusted",
                                 "balanced_softmax": "balanced-softmax"}
     # LDAM-DRW also defers re-weighting: its own row, not the CE baseline's.
