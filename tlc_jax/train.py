@@ -5,11 +5,14 @@
              with a new head for the target classes             tlc_jax.pretrained)
     stages   the list `tlc_jax.stages.stages_from_config` gives - warm-up (only the
              classifier trains, instance sampling), then fine-tuning (first stages
-             frozen, SGD, every batch holds quotas[k] images of class k) - each run
-             by `run_stage` with the jitted step of `tlc_jax.step`
+             frozen, SGD, every batch holds quotas[k] images of class k), and cRT when
+             configured - each run by `run_stage` with the jitted step of
+             `tlc_jax.step`; every epoch starts with its batch composition, static
+             quotas and class weights (`begin_epoch`)
     quotas   after each update period of an active stage, Eq. 4 from the contrast
              set's per-class F1 (`tlc_jax.active_sampling.next_quotas`)
-    report   test metrics, many / medium / few-shot accuracy, quota and F1 history
+    report   test metrics (after post-hoc corrections, when configured), many / medium
+             / few-shot accuracy, quota and F1 history
 
 Everything runs sharded over a 1-D ("data",) mesh of all devices: the batch is split,
 the state replicated, BatchNorm statistics are over the global batch. The state is
@@ -326,9 +329,9 @@ class Trainer:
                             done=start_epoch * steps_per_epoch)
         for epoch in range(start_epoch, stage.epochs):
             t0 = time.time()
-            iterator, step_quotas, class_weights = self.begin_epoch(stage, epoch, iterators)
+            iterator, quota_input, class_weights = self.begin_epoch(stage, epoch, iterators)
             state, out = self.train_epoch(stage, epoch, state, train_step, iterator,
-                                          step_quotas, class_weights, rng, progress)
+                                          quota_input, class_weights, rng, progress)
             self.end_epoch(stage, epoch, state, out, mngr, iterators, steps_per_epoch,
                            epoch_offset, time.time() - t0)
         mngr.wait_until_finished()
@@ -345,7 +348,7 @@ class Trainer:
         return {**variables, "params": {**variables["params"], head: fresh}}
 
     def train_epoch(self, stage: Stage, epoch: int, state, train_step, iterator,
-                    step_quotas: jax.Array, class_weights: jax.Array, rng: jax.Array,
+                    quota_input: jax.Array, class_weights: jax.Array, rng: jax.Array,
                     progress: Progress):
         """One pass of `steps_per_epoch` steps; quota updates as they fall due."""
         steps_per_epoch = iterator.sampler.steps_per_epoch
@@ -357,13 +360,13 @@ class Trainer:
             batch = next(iterator)
             device_batch = {k: jax.make_array_from_process_local_data(
                 self.data_sharding, batch[k]) for k in ("image", "label")}
-            state, out = train_step(state, device_batch, step_quotas, rng, class_weights)
+            state, out = train_step(state, device_batch, quota_input, rng, class_weights)
             global_step = epoch * steps_per_epoch + i + 1
             if global_step % log_every == 0:
                 self.writer.write(global_step, stage.name, out)
                 progress.log(global_step, {"loss": out["loss"], "acc": out["accuracy"]})
             if active and global_step % update_every == 0 and global_step < last_step:
-                step_quotas = self.update_quotas(stage, state, iterator, global_step)
+                quota_input = self.update_quotas(stage, state, iterator, global_step)
         return state, out
 
     def end_epoch(self, stage: Stage, epoch: int, state, out: dict, mngr,
