@@ -4,7 +4,7 @@
 run of another config is refused - unless `overwrite`, which deletes that run's outputs
 first - so a resumed run never mixes two experiments. Fields that only say where things
 are or how often to log (`RESUMABLE_FIELDS`) may change between a run and its
-resumption.
+resumption, and so may fields added to the schema since, while they keep their default.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from tlc_jax.config import base_config
 from tlc_jax.data.prepare import SPLIT_FILE
 from tlc_jax.fileio import write_json_atomic
 from tlc_jax.inference import CHECKPOINT_DIR, MODEL_FILE
@@ -40,11 +41,18 @@ def _flat(d: Mapping, prefix: str = "") -> dict:
 
 def config_changes(recorded: Mapping, current: Mapping) -> dict[str, tuple[Any, Any]]:
     """{dotted field: (recorded value, current value)} for every field two configs (as
-    JSON dicts) disagree on, except those a resumed run may change."""
+    JSON dicts) disagree on, except those a resumed run may change. A field the recorded
+    config lacks is no change when the current value is the schema's default: tlc-jax
+    gained that field after the run was recorded, and its default keeps the behaviour
+    the run had (so an upgrade does not orphan runs)."""
     old = _flat(json.loads(json.dumps(recorded)))
     new = _flat(json.loads(json.dumps(current)))
+    defaults = _flat(json.loads(base_config().to_json()))
+    added_at_default = {k for k in new.keys() - old.keys()
+                        if k in defaults and new[k] == defaults[k]}
     return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
-            if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS}
+            if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS
+            and k not in added_at_default}
 
 
 def claim_workdir(workdir: Path, config: ml_collections.ConfigDict,
