@@ -51,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.memory = "naive"  # "naive" or "recompute" (E-DenseNet).
     c.model.remat_policy = "dots_saveable"  # jax.checkpoint policy when recomputing.
     c.model.dtype = "float32"  # Computation dtype: float32 or bfloat16.
+    c.model.head = "linear"  # Classifier: "linear" (with bias) or "cosine" (normalised
+    #   features and class vectors, no bias: LDAM's classifier, needed by train.loss=ldam).
     c.model.pretrained = ""  # "imagenet", a torchvision weight file, an earlier tlc-jax
     #   run's work directory (transfer from your own source task), or "" (random init).
     c.model.weights_dir = ""  # Where ImageNet weight files are cached ("" = default).
@@ -132,6 +134,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     from tlc_jax.models import MEMORY_MODES, MODEL_NAMES, REMAT_POLICIES
     from tlc_jax.active_sampling import SIGNALS
     from tlc_jax.stages import BATCH_COMPOSITIONS
+    from tlc_jax.models.layers import HEADS
     from tlc_jax.step import LOSSES
 
     def choice(field: str, value: str, valid) -> None:
@@ -144,6 +147,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("model.memory", c.model.memory, MEMORY_MODES)
     choice("model.remat_policy", c.model.remat_policy, REMAT_POLICIES)
     choice("model.dtype", c.model.dtype, ("float32", "bfloat16"))
+    choice("model.head", c.model.head, HEADS)
     choice("train.loss", c.train.loss, LOSSES)
     choice("train.lr_schedule", c.train.lr_schedule, LR_SCHEDULES)
     choice("train.class_weighting", c.train.class_weighting, CLASS_WEIGHTINGS)
@@ -203,5 +207,16 @@ def _validate_methods(c: ml_collections.ConfigDict) -> None:
         section, name = field.split(".")
         if c[section][name] < 0:
             raise ValueError(f"config.{field} must be >= 0; got {c[section][name]}.")
+    if t.loss == "ldam" and c.model.head == "linear" and t.ldam_scale != 1:
+        raise ValueError(
+            f"config.train.loss='ldam' scales logits by train.ldam_scale={t.ldam_scale}, "
+            f"which assumes cosine logits in [-1, 1]; with the linear head it diverges. "
+            f"Set --config.model.head=cosine (Cao et al.'s classifier) or "
+            f"--config.train.ldam_scale=1 for raw logits.")
+    if c.model.head == "cosine" and (c.eval.logit_adjust_tau or c.eval.tau_norm):
+        raise ValueError(
+            "config.eval.logit_adjust_tau and eval.tau_norm correct a linear classifier "
+            "(its bias / weight norms); the cosine head has no bias and unit-norm class "
+            "vectors. Set them to 0 or use --config.model.head=linear.")
     if c.decoupled.enabled and (c.decoupled.epochs < 1 or c.decoupled.images_per_class < 0):
         raise ValueError("config.decoupled needs epochs >= 1 and images_per_class >= 0.")

@@ -331,8 +331,8 @@ def load_pretrained(model: nn.Module, weights: str | os.PathLike | None = None, 
       weights: a .pth/.pt/.safetensors path, or None for torchvision's ImageNet weights
         of the model's architecture (downloaded once, see fetch_weights).
       rng: initialises a fresh head; needed only when one is made.
-      head: "auto" keeps the file's classifier when its shape fits (1000 classes) and
-        initialises a fresh one otherwise; "keep" requires the file's; "replace" always
+      head: "auto" keeps the file's classifier when its shape fits (1000 classes and
+        a linear head) and initialises a fresh one otherwise; "keep" requires the file's; "replace" always
         initialises. A fresh head equals `model.init(rng, ...)`'s.
       input_shape: the NHWC shape used to trace the model (not run); default 224 px.
       cache_dir, urls: see fetch_weights.
@@ -360,10 +360,14 @@ def load_pretrained(model: nn.Module, weights: str | os.PathLike | None = None, 
 
     head_module = head_name(template)
     kernel = template["params"][head_module]["kernel"]
+    linear = "bias" in template["params"][head_module]  # The cosine head has none.
+    if head == "keep" and not linear:
+        raise ValueError("head='keep' needs the model's linear head: a torchvision "
+                         "classifier is no cosine classifier. Use head='replace'.")
     if head == "auto":
         key = _torch_module((head_module,), _family(template["params"])) + ".weight"
         fits = np.shape(state_dict.get(key, ())) == tuple(kernel.shape)[::-1]
-        head = "keep" if fits else "replace"
+        head = "keep" if fits and linear else "replace"
     variables = torch_to_flax(state_dict, template, head="keep" if head == "keep" else "drop",
                               source=str(weights))
     if head == "replace":
@@ -381,8 +385,9 @@ def transfer_from_run(run: str | os.PathLike, template: dict) -> dict:
     """Backbone (and, when the classes match, head) from an earlier tlc-jax run.
 
     `run` is a work directory or its checkpoints/ folder; its latest checkpoint is
-    used. Layers whose shapes differ from `template` (the head, for other classes) keep
-    the template's fresh initialisation; any other mismatch is an error.
+    used. Layers whose shapes differ from `template` (the head, for other classes or
+    another head kind) keep the template's fresh initialisation; any other mismatch is
+    an error.
     """
     from tlc_jax.inference import checkpoint_folder, restore_state
 
@@ -406,7 +411,8 @@ def transfer_from_run(run: str | os.PathLike, template: dict) -> dict:
                 raise ValueError(f"{folder}: {collection}/{name} differs in shape from "
                                  f"this model's; it is a run of another architecture.")
             else:
-                logging.info("Head %s re-initialised: the classes differ.", name)
+                logging.info("Head %s re-initialised: the classes or the head's kind "
+                             "differ.", name)
     return out
 
 

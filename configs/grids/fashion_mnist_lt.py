@@ -16,7 +16,8 @@ Methods (README, "The field's baselines"):
     class-balanced, sqrt, progressive   static / scheduled class quotas, CE
     drs                          instance, then class-balanced from epoch 8 (Cao et al.)
     cb-ce                        instance, CE weighted by effective number (Cui et al.)
-    ldam-drw                     instance, LDAM, effective-number weights from epoch 8
+    ldam-drw                     instance, LDAM on the cosine head, effective-number
+                                 weights from epoch 8
     logit-adjusted, posthoc-la, balanced-softmax    Menon et al. / Ren et al.
     crt, tau-norm                instance CE, then Kang et al.'s decoupled corrections
 DRS / DRW defer to epoch 8 of 10 (Cao et al.: 160 of 200); cRT re-trains the classifier
@@ -50,7 +51,7 @@ def get_grid():
             "progressive": {"sampling.composition": "progressive"},
             "drs": {"sampling.composition": "class_balanced", "sampling.defer_epochs": 8},
             "cb-ce": {**INSTANCE, "train.class_weighting": "effective_number"},
-            "ldam-drw": {**INSTANCE, "train.loss": "ldam",
+            "ldam-drw": {**INSTANCE, "train.loss": "ldam", "model.head": "cosine",
                          "train.class_weighting": "effective_number",
                          "train.reweight_epoch": 8},
             "logit-adjusted": {**INSTANCE, "train.loss": "logit_adjusted"},

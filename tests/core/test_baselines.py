@@ -66,6 +66,10 @@ def test_stages_carry_drs_drw_and_crt():
      "class weighting is defined for the other losses only"),
     ({"train.cb_beta": 1.0}, "cb_beta must lie in (0, 1)"),
     ({"eval.tau_norm": -1.0}, "eval.tau_norm must be >= 0"),
+    ({"train.loss": "ldam"}, "Set --config.model.head=cosine"),
+    ({"model.head": "cosine", "eval.tau_norm": 1.0}, "the cosine head has no bias"),
+    ({"model.head": "cosine", "eval.logit_adjust_tau": 1.0}, "the cosine head has no bias"),
+    ({"model.head": "normed"}, "config.model.head='normed' is not one of: linear, cosine"),
 ])
 def test_meaningless_combinations_fail_at_validation(overrides, message, tmp_path):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -86,10 +90,13 @@ class KeepStages(train.Trainer):
 def baseline_run(tmp_path_factory):
     """LDAM with deferred re-sampling (class-balanced from epoch 2) and deferred
     re-weighting, then cRT, evaluated with tau-normalisation and post-hoc logit
-    adjustment: every baseline mechanism in one tiny run."""
+    adjustment: every baseline mechanism in one tiny run. (LDAM on the linear head
+    with s = 1 here, as the post-hoc corrections need a linear head; LDAM with its
+    cosine head is `test_ldam_trains_a_cosine_head`.)"""
     workdir = tmp_path_factory.mktemp("baselines")
     config = tiny_config(**{
-        "train.loss": "ldam", "sampling.composition": "class_balanced",
+        "train.loss": "ldam", "train.ldam_scale": 1.0,
+        "sampling.composition": "class_balanced",
         "sampling.defer_epochs": 1, "train.class_weighting": "effective_number",
         "train.reweight_epoch": 1, "train.log_every_steps": 1,
         "decoupled.enabled": True, "decoupled.epochs": 1,
@@ -200,3 +207,36 @@ def test_active_sampling_variants_reach_the_quota_rule(tmp_path, monkeypatch):
     finally:
         for it in iterators.values():
             it.close()
+
+
+def test_ldam_trains_a_cosine_head(tmp_path):
+    """LDAM-DRW as Cao et al. run it: cosine classifier, s = 30. The loss falls, the
+    head has no bias, cRT re-initialises it, and the saved run restores the same
+    predictions through model.json."""
+    from tlc_jax.inference import load_run
+
+    config = tiny_config(**{
+        "model.head": "cosine", "train.loss": "ldam", "sampling.composition": "instance",
+        "train.class_weighting": "effective_number", "train.reweight_epoch": 1,
+        "train.epochs": 3, "train.learning_rate": 0.1, "train.log_every_steps": 1,
+        "decoupled.enabled": True, "decoupled.epochs": 1})
+    trainer = KeepStages(config, tmp_path / "run")
+    report = trainer.run()
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses_seen = np.array([l["loss"] for l in lines if l["prefix"] == "finetune"])
+    # s = 30 on cosines: the loss starts near 30 x (the largest wrong cosine - the true
+    # one + margin) and falls steadily; with the linear head it diverged (to 100+).
+    per_epoch = losses_seen.reshape(3, -1).mean(axis=1)
+    assert np.all(np.isfinite(losses_seen)), losses_seen
+    assert np.all(np.diff(per_epoch) < 0) and per_epoch[-1] < 0.8 * per_epoch[0], per_epoch
+    head = trainer.finals["finetune"]["params"]["classifier"]
+    assert set(head) == {"kernel"}
+    assert not np.array_equal(trainer.finals["crt"]["params"]["classifier"]["kernel"],
+                              head["kernel"])
+    assert report["config"]["model"]["head"] == "cosine"
+    run = load_run(tmp_path / "run")
+    assert run.spec.kwargs["head"] == "cosine"
+    images = trainer.data.test.images[:16]
+    want = trainer.model.apply(trainer.finals["crt"], (images / 255.0 - 0.5) / 0.25)
+    got = run.model.apply(run.variables, (images / 255.0 - 0.5) / 0.25)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

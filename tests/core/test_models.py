@@ -215,3 +215,58 @@ def test_conv1x1_is_the_same_convolution_as_nn_conv(dtype):
     tol = 1e-5 if dtype == jnp.float32 else 3e-2
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
                                rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------- the cosine head
+
+
+def normed_linear_reference(features, kernel):
+    """LDAM's NormedLinear (github.com/kaidic/LDAM-DRW, models/resnet_cifar.py):
+    F.normalize(x, dim=1).mm(F.normalize(weight, dim=0)), in float64 numpy."""
+    x = np.asarray(features, np.float64)
+    w = np.asarray(kernel, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x @ (w / np.maximum(np.linalg.norm(w, axis=0, keepdims=True), 1e-12))
+
+
+@pytest.mark.parametrize("name,head_module", [("densenet_bc", "classifier"),
+                                              ("resnet18", "fc")])
+def test_cosine_head_gives_cosines_of_features_and_class_vectors(name, head_module):
+    kwargs = dict(depth=10, growth_rate=4) if name == "densenet_bc" else {}
+    model = create_model(name, num_classes=6, head="cosine", dtype="bfloat16", **kwargs)
+    x = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+    variables = model.init(jax.random.key(0), x)
+    head = variables["params"][head_module]
+    assert set(head) == {"kernel"} and head["kernel"].dtype == jnp.float32  # No bias.
+    kernel = np.asarray(head["kernel"])
+    assert -1 <= kernel.min() < -0.5 and 0.5 < kernel.max() <= 1  # uniform(-1, 1)
+    logits, features = model.apply(variables, x, return_features=True)
+    assert logits.dtype == jnp.float32  # Cosines in float32 even for a bf16 model.
+    np.testing.assert_allclose(logits, normed_linear_reference(features, kernel),
+                               rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(np.asarray(logits)) <= 1 + 1e-6)
+    # Scaling a class vector or the features leaves the cosines as they are.
+    scaled = {**variables, "params": {**variables["params"],
+                                      head_module: {"kernel": head["kernel"] * 7.0}}}
+    np.testing.assert_allclose(model.apply(scaled, x), logits, rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_head_matches_torch_normed_linear():
+    torch = pytest.importorskip("torch")
+    from tlc_jax.models.layers import CosineClassifier
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5, 12)).astype(np.float32)
+    features[2] = 0.0  # A zero feature vector: normalize's eps keeps it at 0, no NaN.
+    kernel = rng.uniform(-1, 1, size=(12, 4)).astype(np.float32)
+    f = torch.nn.functional
+    want = f.normalize(torch.from_numpy(features), dim=1).mm(
+        f.normalize(torch.from_numpy(kernel), dim=0)).numpy()
+    got = CosineClassifier(4).apply({"params": {"kernel": kernel}}, features)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got)[2], 0.0)
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="Unknown head 'normed'; valid heads: linear, cosine"):
+        create_model("densenet_bc", depth=10, growth_rate=4, head="normed")

@@ -332,6 +332,24 @@ def test_head_kept_for_1000_classes(densenet_files):
 
 
 @needs_torch
+def test_cosine_head_is_always_fresh(densenet_files):
+    """A torchvision classifier is linear: a cosine-head model gets a fresh head even
+    for 1000 classes, and head='keep' says why it cannot."""
+    model = create_model("densenet121", head="cosine")
+    path = densenet_files / "w.safetensors"
+    rng = jax.random.key(5)
+    variables = load_pretrained(model, path, rng=rng)
+    head = variables["params"]["classifier"]
+    assert set(head) == {"kernel"} and head["kernel"].shape == (1024, 1000)
+    init = jax.jit(model.init)(rng, jnp.zeros((1, 32, 32, 3)))
+    assert_trees_equal(head, init["params"]["classifier"])
+    np.testing.assert_array_equal(variables["params"]["conv0"]["kernel"],
+                                  converted("densenet121")["params"]["conv0"]["kernel"])
+    with pytest.raises(ValueError, match="head='keep' needs the model's linear head"):
+        load_pretrained(model, path, head="keep")
+
+
+@needs_torch
 def test_head_drop_and_backbone_only_files():
     state = numpy_state("resnet18")
     dropped = torch_to_flax(state, template("resnet18"), head="drop")

@@ -50,10 +50,11 @@ def config_kwargs(cfg: Mapping[str, Any], num_classes: int,
                   in_channels: int = 3) -> dict[str, Any]:
     """`create_model` keywords (JSON-ready: dtype by name) from a model config - the
     trainer's `config.model` or any mapping with its fields (name, memory,
-    remat_policy, dtype; depth and growth_rate where the model takes them)."""
+    remat_policy, dtype, head - "linear" when absent -; depth and growth_rate where the
+    model takes them)."""
     kwargs = dict(num_classes=num_classes, in_channels=in_channels,
                   dtype=str(jnp.dtype(cfg["dtype"])), memory=cfg["memory"],
-                  remat_policy=cfg["remat_policy"])
+                  remat_policy=cfg["remat_policy"], head=cfg.get("head", "linear"))
     kwargs.update({f: cfg[f] for f in _ARCHITECTURE_FIELDS.get(cfg["name"], ())})
     return kwargs
 

@@ -104,6 +104,7 @@ class DenseNet(nn.Module):
         its input (layers.fused_bn_relu), as PyTorch's BatchNorm + in-place ReLU do;
         False: plain autodiff, which also keeps the normalised and ReLU outputs. Same
         variables and results either way.
+      head: "linear" (torchvision's) or "cosine" (layers.CosineClassifier, for LDAM).
     """
 
     block_sizes: Sequence[int]
@@ -118,9 +119,11 @@ class DenseNet(nn.Module):
     memory: str = "naive"
     remat_policy: str = DEFAULT_REMAT_POLICY
     fused_bn_relu: bool = True
+    head: str = "linear"
 
     def __post_init__(self):
         check_memory_mode(self.memory, self.remat_policy)
+        layers.check_head(self.head)
         if self.stem not in ("imagenet", "cifar"):
             raise ValueError(f"Unknown stem {self.stem!r}; use 'imagenet' or 'cifar'.")
         super().__post_init__()
@@ -168,7 +171,7 @@ class DenseNet(nn.Module):
             if frozen_stages == b + 1:
                 x = jax.lax.stop_gradient(x)
         features = layers.global_avg_pool(x)
-        logits = layers.classifier(self.num_classes, dtype=self.dtype,
+        logits = layers.classifier(self.num_classes, dtype=self.dtype, head=self.head,
                                    name="classifier")(features)
         return (logits, features) if return_features else logits
 

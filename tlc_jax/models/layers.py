@@ -153,7 +153,46 @@ def bn_relu(*, train: bool, dtype: Dtype, fused: bool, name: str) -> BatchNormRe
                          name=name)
 
 
-def classifier(num_classes: int, *, dtype: Dtype, name: str) -> nn.Dense:
+HEADS = ("linear", "cosine")  # The classifier kinds `classifier` builds.
+
+
+class CosineClassifier(nn.Module):
+    """Logits that are cosines: L2-normalised features times L2-normalised class
+    vectors, in [-1, 1], no bias - LDAM's classifier (Cao et al. 2019, the reference
+    code's NormedLinear), which its logit scale s = 30 assumes.
+
+    One parameter, `kernel` (in_features, num_classes) like `nn.Dense`'s, drawn
+    uniformly from [-1, 1] as the reference does (only its direction matters). Computed
+    in float32 whatever the model's dtype: it is one small matrix product, and cosines
+    near +-1 lose their margin in bfloat16.
+    """
+
+    num_classes: int
+    eps: float = 1e-12  # torch.nn.functional.normalize's default.
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -1, 1),
+            (features.shape[-1], self.num_classes))
+        x = features.astype(jnp.float32)
+        x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), self.eps)
+        w = kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), self.eps)
+        return x @ w
+
+
+def check_head(head: str) -> None:
+    if head not in HEADS:
+        raise ValueError(f"Unknown head {head!r}; valid heads: {', '.join(HEADS)}.")
+
+
+def classifier(num_classes: int, *, dtype: Dtype, name: str,
+               head: str = "linear") -> nn.Module:
+    """The model's head: "linear" (nn.Dense with bias, as torchvision's) or "cosine"
+    (`CosineClassifier`)."""
+    check_head(head)
+    if head == "cosine":
+        return CosineClassifier(num_classes, name=name)
     return nn.Dense(num_classes, dtype=dtype, param_dtype=jnp.float32,
                     bias_init=nn.initializers.zeros, name=name)
 

@@ -48,9 +48,11 @@ class ResNet(nn.Module):
     dtype: layers.Dtype = jnp.float32
     memory: str = "naive"
     remat_policy: str = DEFAULT_REMAT_POLICY
+    head: str = "linear"  # "linear" or "cosine" (layers.CosineClassifier).
 
     def __post_init__(self):
         check_memory_mode(self.memory, self.remat_policy)
+        layers.check_head(self.head)
         super().__post_init__()
 
     @property
@@ -77,7 +79,8 @@ class ResNet(nn.Module):
             if frozen_stages == s + 1:
                 x = jax.lax.stop_gradient(x)
         features = layers.global_avg_pool(x)
-        logits = layers.classifier(self.num_classes, dtype=self.dtype, name="fc")(features)
+        logits = layers.classifier(self.num_classes, dtype=self.dtype, head=self.head,
+                                   name="fc")(features)
         return (logits, features) if return_features else logits
 
 
