@@ -7,7 +7,7 @@
 configs/fashion_mnist_lt.py as it is (Cao et al.'s exponential long tail of the official
 training images, the official t10k test set, DenseNet-BC-16 k 12 from scratch, 10
 epochs, SGD 0.1 cosine, batch 80), the same budget for every method; seeds 0, 1, 2.
-Methods (README, "The field's baselines"):
+Methods (tlc_jax/experiments/methods.py; README, "The field's baselines"):
     tlc, tlc-focal, tlc-cot      active sampling (the paper's rule) with CE / focal / COT
     tlc-balanced-softmax         active sampling with the batch-prior-corrected loss
     tlc-balanced-f1, tlc-recall, tlc-recall-balanced-softmax   candidate improvements of
@@ -27,7 +27,7 @@ minutes a run, days for the whole grid on 2 cores - run it across sessions or wi
 --parallel on a larger machine; the runner skips finished runs.
 """
 
-INSTANCE = {"sampling.composition": "instance"}
+from tlc_jax.experiments.methods import long_tail_methods
 
 
 def get_grid():
@@ -36,29 +36,6 @@ def get_grid():
                        "long-tail field's baselines, same model and budget.",
         "config": "configs/fashion_mnist_lt.py",
         "variants": ["ratio=100", "ratio=10"],
-        "methods": {
-            "tlc": {},
-            "tlc-focal": {"train.loss": "focal"},
-            "tlc-cot": {"train.loss": "cot"},
-            "tlc-balanced-softmax": {"train.loss": "balanced_softmax"},
-            "tlc-balanced-f1": {"sampling.balanced_contrast": True},
-            "tlc-recall": {"sampling.signal": "recall"},
-            "tlc-recall-balanced-softmax": {"sampling.signal": "recall",
-                                            "train.loss": "balanced_softmax"},
-            "instance": INSTANCE,
-            "class-balanced": {"sampling.composition": "class_balanced"},
-            "sqrt": {"sampling.composition": "sqrt"},
-            "progressive": {"sampling.composition": "progressive"},
-            "drs": {"sampling.composition": "class_balanced", "sampling.defer_epochs": 8},
-            "cb-ce": {**INSTANCE, "train.class_weighting": "effective_number"},
-            "ldam-drw": {**INSTANCE, "train.loss": "ldam", "model.head": "cosine",
-                         "train.class_weighting": "effective_number",
-                         "train.reweight_epoch": 8},
-            "logit-adjusted": {**INSTANCE, "train.loss": "logit_adjusted"},
-            "posthoc-la": {**INSTANCE, "eval.logit_adjust_tau": 1.0},
-            "balanced-softmax": {**INSTANCE, "train.loss": "balanced_softmax"},
-            "crt": {**INSTANCE, "decoupled.enabled": True, "decoupled.epochs": 2},
-            "tau-norm": {**INSTANCE, "eval.tau_norm": 1.0},
-        },
+        "methods": long_tail_methods(defer_epoch=8, crt_epochs=2),
         "seeds": [0, 1, 2],
     }

@@ -299,7 +299,8 @@ def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
 
 
 def test_grid_files_of_the_project_load():
-    for name in ("tiny", "digits_ablation", "fashion_mnist_lt"):
+    for name in ("tiny", "digits_ablation", "fashion_mnist_lt", "cifar10_lt",
+                 "cifar100_lt"):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
@@ -309,6 +310,25 @@ def test_grid_files_of_the_project_load():
     assert configs["ratio=10/tlc-cot/seed2"].train.loss == "cot"
     assert configs["ratio=10/tlc-cot/seed2"].data.imbalance_ratio == 10
     assert configs["ratio=10/tlc-cot/seed2"].seed == 2
+
+
+def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
+    """Every method of the GPU grids trains the same pretrained DenseNet-121 for the
+    same 200 epochs; DRS / DRW switch at 160, cRT re-trains for 10 epochs."""
+    monkeypatch.setenv("CIFAR_ROOT", "/somewhere/cifar")
+    for name, classes in (("cifar10_lt", "cifar10"), ("cifar100_lt", "cifar100")):
+        grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
+        assert len(grid.cells()) == 2 * 19 * 3
+        configs = {c.id: grid.config(c) for c in grid.cells() if c.seed == 0}
+        for run, c in configs.items():
+            assert (c.data.name, c.model.name, c.model.pretrained, c.train.epochs) == (
+                classes, "densenet121", "imagenet", 200), run
+            assert c.data.root == "/somewhere/cifar" and c.data.download, run
+        assert configs["ratio=100/drs/seed0"].sampling.defer_epochs == 160
+        assert configs["ratio=100/ldam-drw/seed0"].train.reweight_epoch == 160
+        assert configs["ratio=100/ldam-drw/seed0"].model.head == "cosine"
+        assert configs["ratio=10/crt/seed0"].decoupled.epochs == 10
+        assert configs["ratio=10/tlc/seed0"].data.imbalance_ratio == 10
 
 
 def test_paper_style_rows_pair_methods_that_differ_only_in_the_loss():

@@ -1,0 +1,35 @@
+"""CIFAR-10-LT at imbalance ratios 100 and 10, the TLC paper's protocol: TLC against
+the long-tail field's baselines on a GPU.
+
+    CIFAR_ROOT=/data/cifar python -m tlc_jax.experiments \
+        --grid=configs/grids/cifar10_lt.py --workdir=runs/grids/cifar10_lt --parallel=1
+
+configs/cifar10_lt.py as it is: ImageNet-pretrained DenseNet-121 (torchvision's
+weights, fetched once), a new head warmed up for 10 epochs with the backbone frozen,
+then 200 epochs of SGD with the first two dense blocks frozen; native 32 px images,
+Cao et al.'s exponential long tail of the official training set, the official test set.
+Every method gets the same network, data and epochs (tlc_jax/experiments/methods.py):
+DRS / DRW switch on at epoch 160 of 200 and cRT re-trains the classifier for 10 epochs,
+as Cao et al. and Kang et al. do. The CIFAR archive is downloaded into $CIFAR_ROOT
+(default data/cifar) if missing (MD5-checked); the weights into the weight cache.
+2 ratios x 19 methods x 3 seeds = 114 runs, each 200+ epochs of DenseNet-121: a GPU
+grid, not yet run (no GPU run of it has been measured; docs/RESULTS.md says when).
+"""
+
+import os
+
+from tlc_jax.experiments.methods import long_tail_methods
+
+
+def get_grid():
+    return {
+        "description": "CIFAR-10-LT, the TLC paper's protocol (ImageNet-pretrained "
+                       "DenseNet-121, 200 epochs): TLC against the long-tail field's "
+                       "baselines, same model and budget.",
+        "config": "configs/cifar10_lt.py",
+        "config_args": "download=true",
+        "variants": ["ratio=100", "ratio=10"],
+        "methods": long_tail_methods(defer_epoch=160, crt_epochs=10),
+        "seeds": [0, 1, 2],
+        "overrides": {"data.root": os.environ.get("CIFAR_ROOT", "data/cifar")},
+    }

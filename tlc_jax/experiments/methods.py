@@ -1,0 +1,55 @@
+"""The long-tail field's methods as overrides of one trainer's config: the method table
+the results grids share (README, "The field's baselines").
+
+    from tlc_jax.experiments.methods import long_tail_methods
+    methods = long_tail_methods(defer_epoch=160, crt_epochs=10)   # Cao / Kang budgets
+
+Every method trains the same network on the same data for the same number of epochs;
+only the batch composition, the loss, the classifier or an evaluation-time correction
+differs. Keys are run names; values are `--config.<field>=<value>` overrides.
+"""
+
+from __future__ import annotations
+
+INSTANCE = {"sampling.composition": "instance"}
+
+
+def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
+    """TLC (the paper's rule with three losses, and candidate variants of the rule)
+    against the field's baselines.
+
+    `defer_epoch`: the fine-tuning epoch at which deferred re-sampling (DRS) and
+    deferred re-weighting (DRW) switch on (Cao et al.: 160 of 200). `crt_epochs`: the
+    epochs of classifier re-training after the main run (Kang et al.: 10).
+    """
+    return {
+        # TLC: active sampling (the config's default composition).
+        "tlc": {},
+        "tlc-focal": {"train.loss": "focal"},
+        "tlc-cot": {"train.loss": "cot"},
+        "tlc-balanced-softmax": {"train.loss": "balanced_softmax"},
+        # Candidate improvements of the quota rule (README, "Active sampling variants").
+        "tlc-balanced-f1": {"sampling.balanced_contrast": True},
+        "tlc-recall": {"sampling.signal": "recall"},
+        "tlc-recall-balanced-softmax": {"sampling.signal": "recall",
+                                        "train.loss": "balanced_softmax"},
+        # Re-sampling.
+        "instance": INSTANCE,
+        "class-balanced": {"sampling.composition": "class_balanced"},
+        "sqrt": {"sampling.composition": "sqrt"},
+        "progressive": {"sampling.composition": "progressive"},
+        "drs": {"sampling.composition": "class_balanced",
+                "sampling.defer_epochs": defer_epoch},
+        # Re-weighting and margins.
+        "cb-ce": {**INSTANCE, "train.class_weighting": "effective_number"},
+        "ldam-drw": {**INSTANCE, "train.loss": "ldam", "model.head": "cosine",
+                     "train.class_weighting": "effective_number",
+                     "train.reweight_epoch": defer_epoch},
+        # Prior-corrected losses and post-hoc adjustment.
+        "logit-adjusted": {**INSTANCE, "train.loss": "logit_adjusted"},
+        "posthoc-la": {**INSTANCE, "eval.logit_adjust_tau": 1.0},
+        "balanced-softmax": {**INSTANCE, "train.loss": "balanced_softmax"},
+        # Decoupled classifier corrections.
+        "crt": {**INSTANCE, "decoupled.enabled": True, "decoupled.epochs": crt_epochs},
+        "tau-norm": {**INSTANCE, "eval.tau_norm": 1.0},
+    }
