@@ -438,17 +438,21 @@ class Trainer:
         return {"quotas": active["quotas"], "contrast_f1": active["contrast_f1"],
                 "epochs": self.epoch_records}
 
-    def test_metrics(self, variables: dict) -> dict:
-        return metrics.classification_report(self.confusion(variables, self.data.test),
-                                             self.train_counts, self.data.train.class_names)
+    def metrics_on(self, variables: dict, split: str = "test") -> dict:
+        """Classification metrics of `variables` on a split ("test" or "contrast")."""
+        return metrics.classification_report(
+            self.confusion(variables, getattr(self.data, split)), self.train_counts,
+            self.data.train.class_names)
 
     def report(self, state: TrainState, best_checkpoint: int | None) -> dict:
-        """Test metrics of the final state, written to report.json."""
+        """Test (and contrast-set) metrics of the final state, written to report.json."""
         variables = variables_of(state)
         evaluated = self.posthoc(variables)
-        test = self.test_metrics(evaluated)
+        test = self.metrics_on(evaluated)
         report = {
             "test": test,
+            # The same on the contrast set: what choices between runs may read.
+            "contrast": self.metrics_on(evaluated, "contrast"),
             "best_checkpoint": best_checkpoint,  # By contrast macro-F1; in checkpoints/.
             "data": {name: getattr(self.data, name).class_counts().tolist()
                      for name in ("train", "contrast", "test")},
@@ -456,7 +460,7 @@ class Trainer:
             "config": self.config.to_dict(),
         }
         if evaluated is not variables:  # Post-hoc corrections on: the plain model too.
-            report["test_without_posthoc"] = self.test_metrics(variables)
+            report["test_without_posthoc"] = self.metrics_on(variables)
         if self.writer.enabled:  # Process 0 writes the files.
             write_json_atomic(self.workdir / "report.json", report)
             write_report_files(report, self.workdir)  # summary.md and plots/*.png

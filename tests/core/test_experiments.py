@@ -36,7 +36,7 @@ METHODS = ("tlc", "no-aug")
 SEEDS = (0, 1)
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "worst_class_accuracy",
            "tail_accuracy", "many_shot_accuracy", "medium_shot_accuracy",
-           "few_shot_accuracy")
+           "few_shot_accuracy", "contrast_macro_f1", "contrast_balanced_accuracy")
 
 
 def command(workdir, *extra, grid=TINY):
@@ -142,7 +142,10 @@ def reports(grid_dir, method):
 def expected_metrics(report):
     """The run's metrics computed here, tail accuracy included, from the report."""
     test = report["test"]
-    out = {key: test[key] for key in METRICS if key != "tail_accuracy"}
+    out = {key: test[key] for key in METRICS[:-2] if key != "tail_accuracy"}
+    contrast = report.get("contrast", {})  # The sklearn row has none.
+    out["contrast_macro_f1"] = contrast.get("macro_f1")
+    out["contrast_balanced_accuracy"] = contrast.get("balanced_accuracy")
     counts = np.asarray(test["per_class"]["train_count"])
     tail = np.argsort(counts, kind="stable")[:3]
     out["tail_accuracy"] = float(np.mean(np.asarray(test["per_class"]["accuracy"])[tail]))
@@ -198,6 +201,16 @@ def test_results_md_tables(grid_dir):
                          for r in reports(grid_dir, "tlc")])
     assert re.search(rf"\| tlc \| 2 of 2 \| {mean_head:.3f} \|", per_class)
     assert "None: every run finished." in text
+    # Model selection reads the contrast set: its table, and the active-sampling
+    # method with the higher mean contrast balanced accuracy is the one chosen.
+    selection = text.split("Model selection: the contrast set")[1].split("###")[0]
+    means = {}
+    for method in METHODS:
+        values = [r["contrast"]["balanced_accuracy"] for r in reports(grid_dir, method)]
+        means[method] = np.mean(values)
+        assert re.search(rf"\| {method} \| 2 of 2 \| [0-9.± ]+ \| {np.mean(values):.3f}",
+                         selection), selection
+    assert f"**{max(means, key=means.get)}**" in selection
     for name in ("default_metrics.png", "default_per_class.png"):
         assert (grid_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -398,3 +411,30 @@ def test_run_state_compares_the_recorded_config(tmp_path):
     changed["train"]["epochs"] = 7
     state = run_state(tmp_path, changed)
     assert state.state == CONFLICT and "train.epochs" in state.detail
+
+
+def test_contrast_choice_reads_contrast_figures_only():
+    """The choice between active-sampling variants: highest mean contrast balanced
+    accuracy; contrast macro-F1 when a candidate lacks the former (runs recorded
+    before it existed); never a test figure; None without finished runs."""
+    from tlc_jax.experiments.aggregate import Group, Run
+    from tlc_jax.experiments.grid import Cell
+    from tlc_jax.experiments.results import contrast_choice
+    from tlc_jax.experiments.runs import RunState
+
+    def group(method, f1s, baccs, test=0.5, finished=True):
+        runs = tuple(Run(Cell("v", "", method, seed, ()), Path("."),
+                         RunState(FINISHED if finished else MISSING),
+                         {"contrast_macro_f1": f1, "contrast_balanced_accuracy": b,
+                          "balanced_accuracy": test}, 1.0, 1.0)
+                     for seed, (f1, b) in enumerate(zip(f1s, baccs)))
+        return Group("v", method, runs)
+
+    a = group("a", [0.7, 0.7], [0.80, 0.82], test=0.99)  # Best on the test set.
+    b = group("b", [0.6, 0.6], [0.85, 0.83], test=0.10)
+    c = group("c", [0.9, 0.9], [0.95, 0.95], finished=False)
+    assert contrast_choice([a, b, c], ["a", "b", "c"]) == "b"
+    assert contrast_choice([a, b], ["a"]) == "a"
+    legacy = group("b", [0.6, 0.6], [None, None])
+    assert contrast_choice([a, legacy], ["a", "b"]) == "a"  # By macro-F1: 0.7 > 0.6.
+    assert contrast_choice([c], ["c"]) is None

@@ -55,6 +55,27 @@ def test_run_writes_a_complete_report(finished_run):
     assert max(counts) / min(counts) == pytest.approx(10, rel=0.15)
 
 
+def test_report_has_the_final_models_contrast_metrics(finished_run):
+    """report["contrast"] - what choices between runs read - equals scikit-learn's
+    metrics of the saved model's predictions on the contrast images."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    from tlc_jax.inference import load_run, make_predict
+
+    trainer, report, workdir = finished_run
+    run = load_run(workdir)  # The final state (this config has no post-hoc step).
+    contrast = trainer.data.contrast
+    _, top = make_predict(run.model, 1)(run.variables, contrast.images)
+    predicted = np.asarray(top)[:, 0]
+    got = report["contrast"]
+    assert got["num_examples"] == len(contrast)
+    assert got["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(contrast.labels, predicted), abs=1e-9)
+    assert got["macro_f1"] == pytest.approx(
+        f1_score(contrast.labels, predicted, average="macro", labels=range(10),
+                 zero_division=0), abs=1e-9)
+
+
 def test_active_sampling_updates_quotas_every_epoch_without_recompiling(finished_run):
     trainer, report, workdir = finished_run
     quotas = report["history"]["quotas"]

@@ -3,9 +3,9 @@ method) the statistics over seeds. Tables (results.py) and figures (plots.py) ar
 drawn from these.
 
 Metrics per run: the trainer's test metrics (accuracy, balanced accuracy, macro-F1,
-worst-class accuracy, many / medium / few-shot accuracy), and tail accuracy - the mean
+worst-class accuracy, many / medium / few-shot accuracy), tail accuracy - the mean
 per-class accuracy of the TAIL_CLASSES classes with the fewest training images (ties
-by class index). Statistics over seeds: mean and sample standard deviation (ddof 1)
+by class index) -, and the contrast-set figures model selection may use (SELECTION). Statistics over seeds: mean and sample standard deviation (ddof 1)
 of the values there are, and their number n; a shot group without classes (None in a
 report) is left out of its metric's values.
 """
@@ -30,6 +30,12 @@ METRICS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."),
            ("tail_accuracy", f"Tail-{TAIL_CLASSES} acc."),
            ("many_shot_accuracy", "Many-shot"), ("medium_shot_accuracy", "Medium-shot"),
            ("few_shot_accuracy", "Few-shot"))
+# Model selection reads the contrast set only (never the test set): the final model's
+# macro-F1 and balanced accuracy there (report["contrast"]; runs recorded before it
+# existed give the last epoch's contrast macro-F1 from their history, the same number
+# unless post-hoc corrections are on, and no balanced accuracy).
+SELECTION = (("contrast_macro_f1", "Contrast macro-F1"),
+             ("contrast_balanced_accuracy", "Contrast bal. acc."))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +99,21 @@ def tail_accuracy(report: dict, k: int = TAIL_CLASSES) -> float:
     return float(np.mean(np.asarray(per_class["accuracy"], dtype=np.float64)[order]))
 
 
+def selection_metrics(report: dict) -> dict[str, float | None]:
+    """The contrast-set figures that choices may use (see SELECTION)."""
+    if "contrast" in report:
+        return {"contrast_macro_f1": report["contrast"].get("macro_f1"),
+                "contrast_balanced_accuracy": report["contrast"].get("balanced_accuracy")}
+    epochs = (report.get("history") or {}).get("epochs") or []
+    return {"contrast_macro_f1": epochs[-1].get("contrast_macro_f1") if epochs else None,
+            "contrast_balanced_accuracy": None}
+
+
 def run_metrics(report: dict) -> dict[str, float | None]:
     test = report["test"]
     out = {key: test.get(key) for key, _ in METRICS if key != "tail_accuracy"}
     out["tail_accuracy"] = tail_accuracy(report)
-    return out
+    return {**out, **selection_metrics(report)}
 
 
 def train_seconds(report: dict) -> float | None:

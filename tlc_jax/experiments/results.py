@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tlc_jax.data.prepare import SPLIT_FILE
-from tlc_jax.experiments.aggregate import (METRICS, TAIL_CLASSES, Group, Run, Stat,
-                                           class_columns, collect, groups,
+from tlc_jax.experiments.aggregate import (METRICS, SELECTION, TAIL_CLASSES, Group, Run,
+                                           Stat, class_columns, collect, groups,
                                            per_class_stats)
 from tlc_jax.experiments.grid import BASELINE_METHOD, Grid, flag_value
 from tlc_jax.experiments.plots import write_plots
@@ -91,6 +91,42 @@ def summary_table(variant_groups: list[Group]) -> list[str]:
                     + [fmt_seconds(g.seconds("train").mean),
                        fmt_seconds(g.seconds("wall").mean)])
     return _table(header, rows)
+
+
+def active_methods(grid: Grid, variant: str) -> list[str]:
+    """The methods whose resolved config samples actively (TLC and its variants)."""
+    first = {c.method: c for c in reversed(grid.cells()) if c.variant == variant}
+    return [m for m in grid.methods
+            if grid.config(first[m]).sampling.composition == "active"]
+
+
+def contrast_choice(variant_groups: list[Group], candidates: Sequence[str]) -> str | None:
+    """Among `candidates`, the method with the highest mean contrast balanced accuracy
+    over its finished seeds (contrast macro-F1 where no run of a candidate has the
+    former); None without finished runs. Reads no test figure."""
+    pool = [g for g in variant_groups if g.method in candidates and g.finished]
+    for key, _ in reversed(SELECTION):  # Balanced accuracy first, then macro-F1.
+        scored = [(g.stat(key).mean, g.method) for g in pool]
+        if scored and all(mean is not None for mean, _ in scored):
+            return max(scored)[1]
+    return None
+
+
+def selection_table(grid: Grid, variant: str, variant_groups: list[Group]) -> list[str]:
+    """Per method its contrast-set figures, and which active-sampling method they
+    choose: the evidence a choice between TLC variants may use."""
+    header = ["Method", "n"] + [heading for _, heading in SELECTION]
+    rows = [[g.method, f"{len(g.finished)} of {len(g.runs)}"]
+            + [fmt_stat(g.stat(key), len(g.finished)) for key, _ in SELECTION]
+            for g in variant_groups if g.method != BASELINE_METHOD]
+    lines = _table(header, rows)
+    active = active_methods(grid, variant)
+    chosen = contrast_choice(variant_groups, active)
+    if chosen is not None:
+        lines += ["", f"Chosen on the contrast set among the active-sampling methods "
+                      f"({', '.join(active)}): **{chosen}** (highest mean contrast "
+                      f"balanced accuracy; contrast macro-F1 while some lack it)."]
+    return lines
 
 
 def method_losses(grid: Grid, variant: str) -> dict[str, str]:
@@ -238,6 +274,8 @@ def markdown(grid: Grid, root: Path, runs: list[Run]) -> str:
         lines += summary_table(vg) + [""]
         lines += ["### Balanced accuracy by loss (paper style)", ""]
         lines += loss_table(grid, variant, vg) + [""]
+        lines += ["### Model selection: the contrast set (never the test set)", ""]
+        lines += selection_table(grid, variant, vg) + [""]
         lines += ["### Per-class test accuracy (mean over seeds; header: class "
                   "(training images))", ""]
         lines += per_class_table(vg) + [""]
@@ -252,7 +290,8 @@ def markdown(grid: Grid, root: Path, runs: list[Run]) -> str:
 # --- CSV -------------------------------------------------------------------------------
 
 CSV_COLUMNS = (["row", "variant", "method", "seed", "state", "n", "n_expected"]
-               + [key for key, _ in METRICS] + ["train_seconds", "wall_seconds", "folder"])
+               + [key for key, _ in METRICS + SELECTION]
+               + ["train_seconds", "wall_seconds", "folder"])
 
 
 def csv_rows(grid: Grid, runs: list[Run]) -> list[dict[str, Any]]:
@@ -270,7 +309,7 @@ def csv_rows(grid: Grid, runs: list[Run]) -> list[dict[str, Any]]:
             row = {"row": kind, "variant": g.variant, "method": g.method, "seed": "",
                    "state": "", "n": len(g.finished), "n_expected": len(g.runs),
                    "folder": ""}
-            for key, _ in METRICS:
+            for key, _ in METRICS + SELECTION:
                 row[key] = getattr(g.stat(key), kind)
             for timing in ("train", "wall"):
                 row[f"{timing}_seconds"] = getattr(g.seconds(timing), kind)
