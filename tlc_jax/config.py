@@ -162,6 +162,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for field, value in positive.items():
         if value < 1:
             raise ValueError(f"config.{field} must be >= 1; got {value}.")
+    size = c.data.image_size
+    sizes = size if isinstance(size, (tuple, list)) else (size,)
+    if not (len(sizes) in (1, 2) and all(isinstance(v, int) and v >= 0 for v in sizes)
+            and (len(sizes) == 1 or min(sizes) > 0)):
+        raise ValueError(f"config.data.image_size must be a side in pixels >= 1 (or 0 "
+                         f"for the native size), or (height, width); got {size!r}. E.g. "
+                         f"--config.data.image_size=32.")
+    if c.data.channels not in (1, 3):
+        raise ValueError(f"config.data.channels must be 1 (grey) or 3 (RGB); got "
+                         f"{c.data.channels}.")
+    for field in ("test_fraction", "contrast_fraction"):
+        if not 0 <= c.data[field] < 1:
+            raise ValueError(f"config.data.{field} must lie in [0, 1); got "
+                             f"{c.data[field]}.")
+    for field in ("n_max", "min_contrast_per_class"):
+        if c.data[field] < 0:
+            raise ValueError(f"config.data.{field} must be >= 0; got {c.data[field]}.")
     if c.data.imbalance_ratio < 1:
         raise ValueError(f"config.data.imbalance_ratio must be >= 1 (n_max / n_min); "
                          f"got {c.data.imbalance_ratio}.")

@@ -10,6 +10,7 @@ digest matches.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -23,6 +24,20 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from absl import logging
+
+
+def try_lock(path: str | os.PathLike) -> int | None:
+    """An open file descriptor holding an exclusive lock on the file `path` (created
+    if missing), or None if another process holds it. The kernel releases the lock
+    when every copy of the descriptor is closed - also when its process is killed, so
+    a lock is never left stale by kill -9."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _fsync_file(path: Path) -> None:

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging
 
 from tlc_jax.fileio import write_json_atomic
 from tlc_jax.models import create_model
@@ -71,20 +72,34 @@ def checkpoint_folder(run: str | Path) -> Path:
 
 def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
     """(step, saved train state as host arrays) of a run's latest or best checkpoint,
-    read-only. The best is by contrast-set macro-F1, as the trainer keeps it."""
+    read-only. The best is by contrast-set macro-F1, as the trainer keeps it. One that
+    does not restore (truncated, damaged) is skipped with a warning for the newest
+    other that does."""
     if which not in ("latest", "best"):
         raise ValueError(f"which={which!r}: use 'latest' or 'best'.")
     folder = checkpoint_folder(run)
     options = ocp.CheckpointManagerOptions(
         read_only=True, best_fn=lambda m: m[BEST_METRIC], best_mode="max")
     with ocp.CheckpointManager(folder, options=options) as mngr:
-        step = mngr.latest_step() if which == "latest" else mngr.best_step()
-        if step is None:
+        steps = sorted(mngr.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"No tlc-jax checkpoint in {folder}; point at a run's "
                                     f"work directory.")
-        state = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
-    return int(step), state
+        best = mngr.best_step() if which == "best" else None
+        if best is not None:  # Then the newest others, should it not restore.
+            steps = [best] + [s for s in steps if s != best]
+        failures = []
+        for step in steps:
+            try:
+                state = mngr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore()))["state"]
+            except Exception as e:  # noqa: BLE001 - an unreadable one: try the next.
+                failures.append(f"{step} ({type(e).__name__}: {str(e)[:160]})")
+                logging.warning("Checkpoint %s of %s does not restore (%s); trying the "
+                                "next newest.", step, folder, failures[-1])
+                continue
+            return int(step), state
+    raise ValueError(f"No checkpoint in {folder} restores: {'; '.join(failures)}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from tlc_jax.stages import (ACTIVE, CLASS_BALANCED, INSTANCE, PROGRESSIVE, SQRT,
                             stages_from_config)
 from tlc_jax.step import (StepConfig, TrainState, init_state, make_eval_step,
                           make_optimizer, make_train_step)
-from tlc_jax.workdir import claim_workdir
+from tlc_jax.workdir import claim_workdir, lock_workdir
 from tlc_jax.writers import MetricWriter, Progress
 
 
@@ -66,6 +67,17 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        lock = lock_workdir(self.workdir)  # Held until run() ends or this is collected.
+        self._unlock = weakref.finalize(self, os.close, lock)
+        try:
+            self._setup(overwrite)
+        except BaseException:
+            self._unlock()  # A failed start leaves the directory free.
+            raise
+
+    def _setup(self, overwrite: bool) -> None:
+        """Claims the work directory; prepares data, model and stages."""
+        config = self.config
         claim_workdir(self.workdir, config, overwrite)
         self.writer = MetricWriter(self.workdir)
 
@@ -273,14 +285,41 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------
 
     def checkpoint_manager(self) -> ocp.CheckpointManager:
-        """Asynchronous, atomic; keeps the last two and the best by contrast macro-F1."""
+        """Asynchronous, atomic; keeps the last two and the best by contrast macro-F1
+        (the metric is written with each checkpoint, so `best_step` holds across
+        restarts)."""
         policies = ocp.checkpoint_managers
         keep = policies.AnyPreservationPolicy([
             policies.LatestN(n=2),
             policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1)])
         return ocp.CheckpointManager(
             (self.workdir / CHECKPOINT_DIR).absolute(),
-            options=ocp.CheckpointManagerOptions(create=True, preservation_policy=keep))
+            options=ocp.CheckpointManagerOptions(
+                create=True, preservation_policy=keep,
+                best_fn=lambda m: m[BEST_METRIC], best_mode="max"))
+
+    def find_resume(self, mngr) -> dict | None:
+        """The newest checkpoint that restores completely, as {"step", "meta"}; None
+        for a fresh run. Newer ones that do not restore (a truncated tensor file, a
+        damaged JSON) are moved out of the way into checkpoints_unreadable/ - kept, not
+        deleted - with a warning saying which and why."""
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                restored = mngr.restore(step, args=ocp.args.Composite(
+                    meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()))
+                meta = restored["meta"]
+                if not isinstance(meta, dict) or "phase" not in meta:
+                    raise ValueError(f"its meta data is not a tlc-jax record: {meta!r:.80}")
+                return {"step": step, "meta": meta}
+            except Exception as e:  # noqa: BLE001 - any failure to read means skip it.
+                aside = self.workdir / "checkpoints_unreadable" / str(step)
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(self.workdir / CHECKPOINT_DIR / str(step), aside)
+                logging.warning("Checkpoint %d does not restore (%s: %s); moved to %s, "
+                                "trying the one before.", step, type(e).__name__,
+                                str(e).splitlines()[0][:200] if str(e) else "", aside)
+                mngr.reload()
+        return None
 
     def save(self, mngr, epoch_index: int, state, iterators: dict, meta: dict,
              contrast_macro_f1: float) -> None:
@@ -400,15 +439,16 @@ class Trainer:
 
     def run(self) -> dict:
         """Every stage in order (a resumed run skips those it had finished), then the
-        test report."""
+        test report. The work directory's lock is released at the end, however it ends."""
+        try:
+            return self._run()
+        finally:
+            self._unlock()
+
+    def _run(self) -> dict:
         rng_init, *stage_rngs = jax.random.split(jax.random.key(self.config.seed), 3)
         mngr = self.checkpoint_manager()
-        resume = None
-        if mngr.latest_step() is not None:
-            step = mngr.latest_step()
-            meta = mngr.restore(step, args=ocp.args.Composite(
-                meta=ocp.args.JsonRestore()))["meta"]
-            resume = {"step": step, "meta": meta}
+        resume = self.find_resume(mngr)
         variables = self.init_variables(rng_init)
         names = [s.name for s in self.stages]
         first = names.index(resume["meta"]["phase"]) if resume is not None else 0

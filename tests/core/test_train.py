@@ -130,6 +130,34 @@ def test_tensorboard_config_and_best_checkpoint(finished_run):
     assert (workdir / "checkpoints" / str(report["best_checkpoint"])).is_dir()
 
 
+def test_best_checkpoint_is_the_argmax_of_the_recorded_metric(tmp_path, caplog):
+    """Across a restart (a new manager reading the folder), "best" is the step with the
+    highest contrast macro-F1, not the last; inference's restore_state agrees, and
+    skips a damaged latest checkpoint for the newest one that restores."""
+    import orbax.checkpoint as ocp
+
+    from tlc_jax.inference import BEST_METRIC, restore_state
+
+    trainer = train.Trainer(tiny_config(), tmp_path)
+    mngr = trainer.checkpoint_manager()
+    for step, f1 in enumerate([0.2, 0.9, 0.5, 0.4]):
+        mngr.save(step, metrics={BEST_METRIC: f1}, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"x": np.arange(3) + step}),
+            meta=ocp.args.JsonSave({"phase": "finetune", "epoch": step})))
+    mngr.wait_until_finished()
+    mngr.close()
+    again = trainer.checkpoint_manager()
+    assert again.best_step() == 1 and again.latest_step() == 3
+    assert sorted(again.all_steps()) == [1, 2, 3]  # The last two and the best.
+    again.close()
+    step, state = restore_state(tmp_path, "best")
+    assert step == 1 and state["x"].tolist() == [1, 2, 3]
+    corrupt(tmp_path / "checkpoints" / "3", "truncated_tensors")
+    step, state = restore_state(tmp_path, "latest")
+    assert step == 2 and state["x"].tolist() == [2, 3, 4]
+    assert "Checkpoint 3" in caplog.text and "does not restore" in caplog.text
+
+
 def test_workdir_of_another_config_is_refused_unless_overwritten(finished_run, tmp_path):
     import shutil
 
@@ -146,9 +174,27 @@ def test_workdir_of_another_config_is_refused_unless_overwritten(finished_run, t
     assert not (copy / "checkpoints").exists() and not (copy / "report.json").exists()
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+def corrupt(checkpoint, how):
+    """Damages one orbax checkpoint folder: its tensors truncated, or its meta JSON."""
+    if how == "truncated_tensors":
+        for f in (checkpoint / "state").rglob("d/*"):
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    else:
+        (checkpoint / "meta" / "metadata").write_text('{"phase": "finet')
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
     config = tiny_config(**{"train.epochs": 3})
-    reference = train.Trainer(config, tmp_path / "reference").run()
+    return config, train.Trainer(config, tmp_path_factory.mktemp("reference")).run()
+
+
+@pytest.mark.parametrize("damage", [None, "truncated_tensors", "damaged_meta"])
+def test_killed_run_resumes_to_the_same_result(reference_run, tmp_path, monkeypatch,
+                                               damage, caplog):
+    """Killed after its second checkpoint, a run resumes to the uninterrupted run's
+    result; when that checkpoint is damaged, from the one before (kept aside, said)."""
+    config, reference = reference_run
 
     saves = []
     original_save = train.Trainer.save
@@ -165,7 +211,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train.Trainer(config, tmp_path / "killed").run()
     monkeypatch.setattr(train.Trainer, "save", original_save)
+    if damage:
+        corrupt(tmp_path / "killed" / "checkpoints" / "1", damage)
     resumed = train.Trainer(config, tmp_path / "killed").run()
+    if damage:
+        assert (tmp_path / "killed" / "checkpoints_unreadable" / "1").is_dir()
+        assert "Checkpoint 1 does not restore" in caplog.text
 
     assert resumed["test"]["confusion_matrix"] == reference["test"]["confusion_matrix"]
     assert resumed["history"]["quotas"] == reference["history"]["quotas"]

@@ -25,13 +25,13 @@ A run is
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from tlc_jax.experiments.grid import config_differences
+from tlc_jax import fileio
 from tlc_jax.fileio import write_json_atomic
 from tlc_jax.workdir import CONFIG_FILE
 
@@ -127,13 +127,7 @@ def wall_seconds(folder: Path) -> float | None:
 def try_lock(folder: Path) -> int | None:
     """An open file descriptor holding `folder`'s exclusive lock, or None if another
     process holds it. Close the descriptor (in every process holding a copy) to release."""
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+    return fileio.try_lock(folder / LOCK_FILE)
 
 
 def lock_is_held(folder: Path) -> bool:
