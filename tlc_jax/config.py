@@ -128,6 +128,39 @@ LR_SCHEDULES = ("constant", "cosine")
 CLASS_WEIGHTINGS = ("none", "effective_number")
 
 
+def _flag_spelling(python_literal: str) -> str:
+    """A default as typed on the command line: false, not False; cifar, not "cifar"."""
+    import ast
+
+    try:
+        value = ast.literal_eval(python_literal)
+    except (ValueError, SyntaxError):
+        return python_literal
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return value or '""'
+    return python_literal
+
+
+def reference() -> str:
+    """Every config field with its default and comment, read from `base_config`'s
+    source (the one place they are written): the text `tlc_jax.main --help` prints."""
+    import inspect
+    import re
+
+    lines, out = inspect.getsource(base_config).splitlines(), []
+    field = re.compile(r"^\s*c\.(\w+(?:\.\w+)?) = (.*?)(?:\s+#\s?(.*))?$")
+    for line in lines:
+        m = field.match(line)
+        if m and "ConfigDict()" not in m.group(2):
+            out.append(f"  --config.{m.group(1)}={_flag_spelling(m.group(2))}"
+                       + (f"\n      {m.group(3)}" if m.group(3) else ""))
+        elif out and re.match(r"^\s*#\s{2,}", line):  # A comment's continuation.
+            out[-1] += " " + line.strip().lstrip("#").strip()
+    return "\n".join(out)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Fails fast, before any data is read, on values the trainer cannot use."""
     from tlc_jax.data import DATASET_NAMES

@@ -40,6 +40,14 @@ def try_lock(path: str | os.PathLike) -> int | None:
     return fd
 
 
+def read_json(path: str | os.PathLike) -> Any | None:
+    """The JSON in `path`, or None when it is absent or unreadable (being written)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

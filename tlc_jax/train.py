@@ -23,7 +23,9 @@ run resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -44,7 +46,7 @@ from tlc_jax.active_sampling import ActiveSampling, ActiveState, next_quotas
 from tlc_jax.config import validate as validate_config
 from tlc_jax.data import ImageDataset
 from tlc_jax.data.prepare import augment_options, offline_augmented, prepare
-from tlc_jax.fileio import write_json_atomic
+from tlc_jax.fileio import read_json, write_json_atomic
 from tlc_jax.inference import BEST_METRIC, CHECKPOINT_DIR, ModelSpec
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.pretrained import head_name, initial_weights
@@ -54,8 +56,22 @@ from tlc_jax.stages import (ACTIVE, CLASS_BALANCED, INSTANCE, PROGRESSIVE, SQRT,
                             stages_from_config)
 from tlc_jax.step import (StepConfig, TrainState, init_state, make_eval_step,
                           make_optimizer, make_train_step)
-from tlc_jax.workdir import claim_workdir, lock_workdir
+from tlc_jax.workdir import CONFIG_FILE, claim_workdir, config_changes, lock_workdir
 from tlc_jax.writers import MetricWriter, Progress
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Asks a running trainer to stop before its next step (raising KeyboardInterrupt
+    there), so no checkpoint write is interrupted half-way; the same command resumes.
+    The command line calls this on the first Ctrl-C."""
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
 
 
 class Trainer:
@@ -396,6 +412,8 @@ class Trainer:
         last_step = stage.epochs * steps_per_epoch  # No update after it: none would be used.
         log_every = self.config.train.log_every_steps
         for i in range(steps_per_epoch):
+            if _STOP.is_set():  # Ctrl-C (see request_stop): stop between steps.
+                raise KeyboardInterrupt("stopped between two steps")
             batch = next(iterator)
             device_batch = {k: jax.make_array_from_process_local_data(
                 self.data_sharding, batch[k]) for k in ("image", "label")}
@@ -440,6 +458,7 @@ class Trainer:
     def run(self) -> dict:
         """Every stage in order (a resumed run skips those it had finished), then the
         test report. The work directory's lock is released at the end, however it ends."""
+        _STOP.clear()
         try:
             return self._run()
         finally:
@@ -512,10 +531,21 @@ def variables_of(state: TrainState) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False, reevaluate: bool = False) -> dict:
     """Runs (or resumes) the configured training in `workdir`; returns the report.
 
     A work directory holding a run of an incompatible config is refused unless
-    `overwrite`, which deletes that run's outputs first.
+    `overwrite`, which deletes that run's outputs first. A finished run of this config
+    returns its recorded report at once, unless `reevaluate` (then its final
+    checkpoint is evaluated and the report written again).
     """
+    validate_config(config)
+    report_path = Path(workdir) / "report.json"
+    if report_path.exists() and not (overwrite or reevaluate):
+        recorded = read_json(Path(workdir) / CONFIG_FILE)
+        if recorded is not None and not config_changes(recorded,
+                                                       json.loads(config.to_json())):
+            logging.info("%s holds this config's finished run: its report is read, "
+                         "not recomputed (--reevaluate evaluates it again).", workdir)
+            return json.loads(report_path.read_text())
     return Trainer(config, workdir, overwrite).run()

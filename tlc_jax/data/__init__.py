@@ -104,9 +104,18 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any
 
 
 def load_from_config(cfg: Any, **kwargs: Any) -> ImageDataset:
-    """`load_dataset` with the options a trainer `config.data` sets for its kind."""
-    return load_dataset(cfg.name, cfg.root or None, **source(cfg.name).options(cfg),
-                        **kwargs)
+    """`load_dataset` with the options a trainer `config.data` sets for its kind.
+    Missing files are reported with the config flags that fix them."""
+    src = source(cfg.name)
+    if not cfg.root and src.needs_root:
+        raise ValueError(f"config.data.root is empty, and dataset {cfg.name!r} reads its "
+                         f"files from a folder: set --config.data.root=DIR.")
+    try:
+        return load_dataset(cfg.name, cfg.root or None, **src.options(cfg), **kwargs)
+    except FileNotFoundError as e:
+        message = str(e).replace("Pass download=True", "Pass --config.data.download=true")
+        raise FileNotFoundError(f"{message.rstrip('.')}. Or point --config.data.root=DIR "
+                                f"at the folder that holds them.") from e
 
 
 __all__ = [

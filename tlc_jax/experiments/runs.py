@@ -25,14 +25,13 @@ A run is
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from tlc_jax.experiments.grid import config_differences
 from tlc_jax import fileio
-from tlc_jax.fileio import write_json_atomic
+from tlc_jax.fileio import read_json, write_json_atomic
 from tlc_jax.workdir import CONFIG_FILE
 
 REPORT_FILE = "report.json"
@@ -51,14 +50,6 @@ class RunState:
     state: str
     detail: str = ""
     report: dict | None = None
-
-
-def read_json(path: Path) -> Any | None:
-    """The JSON in `path`, or None when it is absent or unreadable (being written)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def run_state(folder: Path, expected: Mapping, compare=None) -> RunState:
