@@ -88,6 +88,10 @@ def markdown_summary(report: dict) -> str:
              "## Headline metrics", ""]
     lines += _table(["Metric", "Value"],
                     [[label, _fmt(test.get(key))] for label, key in _HEADLINE])
+    lines += ["", f"Shot groups by training images per class: many-shot > {MANY_SHOT}, "
+                  f"medium-shot {FEW_SHOT}-{MANY_SHOT}, few-shot < {FEW_SHOT} (n/a: no "
+                  f"class in the group). Balanced accuracy is the mean per-class "
+                  f"accuracy (recall); worst-class accuracy its minimum."]
 
     final_quota = history["quotas"][-1] if history["quotas"] else None
     header = ["Class", "Train", "Test", "Accuracy", "Precision", "Recall", "F1"]
@@ -164,16 +168,22 @@ def _confusion_figure(report: dict) -> Figure:
     normalised = np.divide(confusion, support, out=np.zeros_like(confusion),
                            where=support > 0)
     n = len(confusion)
+    longest = max((len(name) for name in names), default=1)
     side = float(np.clip(2.5 + 0.3 * n, 5.0, 12.0))
-    figure, (ax,) = _new_figure(side + 1.0, side)
+    margin = 0.08 * min(longest, 30) if n <= MAX_NAMED_CLASSES else 0.0  # For the names.
+    figure, (ax,) = _new_figure(side + 1.0 + margin, side + margin)
     image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     figure.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title("Test confusion matrix (row-normalised)")
     if n <= MAX_NAMED_CLASSES:
-        ax.set_xticks(range(n), names, rotation=90 if n > 10 else 0)
-        ax.set_yticks(range(n), names)
+        # Names upright only while short enough to sit side by side; long names are
+        # cut to 30 characters.
+        shown = [name if len(name) <= 30 else name[:29] + "…" for name in names]
+        upright = n * longest <= 40
+        ax.set_xticks(range(n), shown, rotation=0 if upright else 90)
+        ax.set_yticks(range(n), shown)
         if n <= 12:  # Cell values only while they fit in the cells.
             for (i, j), value in np.ndenumerate(normalised):
                 if value >= 0.005:
@@ -225,12 +235,50 @@ def _class_colours(num_classes: int) -> list:
     return [cmap(i / max(num_classes - 1, 1)) for i in range(num_classes)]
 
 
+MAX_LINE_CLASSES = 10  # More classes: the quota / F1 history as heat maps.
+
+
+def _quota_heatmaps(report: dict) -> Figure:
+    """Quotas and contrast F1 as class x update heat maps, classes from the most to the
+    least trained: readable for any number of classes."""
+    history, columns = _history(report), _per_class(report)
+    quotas = np.asarray(history["quotas"], dtype=np.float64)
+    f1 = np.asarray(history["contrast_f1"], dtype=np.float64)
+    order = sorted(range(quotas.shape[1]), key=lambda i: (-columns["train_count"][i], i))
+    height = float(np.clip(2.0 + 0.18 * len(order), 4.0, 14.0))
+    figure, (ax_q, ax_f) = _new_figure(12.0, height, ncols=2)
+    panels = ((ax_q, quotas, "Per-class quota (images per batch)", "viridis", None),
+              (ax_f, f1, "Per-class F1 on the contrast set", "magma", (0.0, 1.0)))
+    for ax, values, title, cmap, limits in panels:
+        if not len(values):
+            ax.set_axis_off()
+            continue
+        vmin, vmax = limits or (values.min(), values.max())
+        image = ax.imshow(values[:, order].T, aspect="auto", cmap=cmap, vmin=vmin,
+                          vmax=vmax, interpolation="nearest",
+                          extent=(0.5, len(values) + 0.5, len(order) - 0.5, -0.5))
+        figure.colorbar(image, ax=ax, shrink=0.9)
+        ax.set_title(title)
+        ax.set_xlabel("quota update")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        if len(order) <= MAX_NAMED_CLASSES:
+            ax.set_yticks(range(len(order)), [f"{columns['name'][i]} "
+                                              f"({columns['train_count'][i]})"
+                                              for i in order], fontsize=7)
+        else:
+            ax.set_ylabel("class, most to least trained")
+    return figure
+
+
 def _quota_figure(report: dict) -> Figure:
-    """Quotas next to the contrast F1 that drove them (Eq. 4: low F1, more images)."""
+    """Quotas next to the contrast F1 that drove them (Eq. 4: low F1, more images):
+    one line per class up to MAX_LINE_CLASSES classes, heat maps beyond."""
     history, columns = _history(report), _per_class(report)
     quotas = np.asarray(history["quotas"], dtype=np.float64)
     f1 = np.asarray(history["contrast_f1"], dtype=np.float64)
     num_classes = quotas.shape[1]
+    if num_classes > MAX_LINE_CLASSES:
+        return _quota_heatmaps(report)
     colours = _class_colours(num_classes)
     figure, (ax_q, ax_f) = _new_figure(12.0, 4.5, ncols=2)
     few = len(quotas) <= 25  # Markers only while they stay apart.
@@ -261,17 +309,23 @@ def _quota_figure(report: dict) -> Figure:
 
 
 def _training_figure(report: dict) -> Figure:
-    """Loss and train accuracy over consecutive epochs, one colour per phase."""
+    """Per epoch (all phases in order, one colour per phase): the mean training loss
+    and accuracy over the epoch's steps, and the contrast set's macro-F1 after it
+    (dashed) - the figure the best checkpoint is chosen by."""
     epochs = _history(report)["epochs"]
     figure, (ax_loss, ax_acc) = _new_figure(11.0, 4.0, ncols=2)
     step = np.arange(1, len(epochs) + 1)
     phases = list(dict.fromkeys(e["phase"] for e in epochs))
-    colours = {"warmup": "tab:orange", "finetune": "tab:blue"}
+    colours = {"warmup": "tab:orange", "finetune": "tab:blue", "crt": "tab:green"}
     for phase in phases:
         index = np.array([i for i, e in enumerate(epochs) if e["phase"] == phase])
         style = dict(color=colours.get(phase), marker="o", markersize=3, label=phase)
         ax_loss.plot(step[index], [epochs[i]["loss"] for i in index], **style)
         ax_acc.plot(step[index], [epochs[i]["train_accuracy"] for i in index], **style)
+        f1 = [epochs[i].get("contrast_macro_f1") for i in index]
+        if all(v is not None for v in f1):
+            ax_acc.plot(step[index], f1, **{**style, "linestyle": "--", "marker": "s",
+                                            "label": f"{phase}: contrast macro-F1"})
     boundaries = [i + 0.5 for i in range(1, len(epochs))
                   if epochs[i]["phase"] != epochs[i - 1]["phase"]]
     for ax in (ax_loss, ax_acc):
@@ -281,11 +335,11 @@ def _training_figure(report: dict) -> Figure:
         ax.grid(True, alpha=0.3)
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=8)
-    ax_loss.set_ylabel("training loss")
+    ax_loss.set_ylabel("training loss (epoch mean)")
     ax_loss.set_title("Training loss")
-    ax_acc.set_ylabel("training accuracy")
+    ax_acc.set_ylabel("accuracy / macro-F1")
     ax_acc.set_ylim(-0.03, 1.03)
-    ax_acc.set_title("Training accuracy")
+    ax_acc.set_title("Training accuracy (epoch mean) and contrast macro-F1")
     return figure
 
 

@@ -295,7 +295,7 @@ class Trainer:
         f1 = self.contrast_f1(state, stage, step)
         self.writer.write(step, "quotas", {"contrast_macro_f1": f1.mean(),
                                            "contrast_f1": f1, "quotas": new})
-        logging.info("contrast F1 %s -> quotas %s", np.round(f1, 2).tolist(), new.tolist())
+        logging.debug("contrast F1 %s -> quotas %s", np.round(f1, 2).tolist(), new.tolist())
         return self.step_quotas(ACTIVE, stage, iterator)
 
     # --- checkpoints ---------------------------------------------------------------
@@ -382,6 +382,7 @@ class Trainer:
         train_step = self.compile_train_step(state, tx, cot_tx, self.step_config(stage))
         progress = Progress(stage.name, stage.epochs * steps_per_epoch, stage.batch_size,
                             done=start_epoch * steps_per_epoch)
+        progress.begin()
         for epoch in range(start_epoch, stage.epochs):
             t0 = time.time()
             iterator, quota_input, class_weights = self.begin_epoch(stage, epoch, iterators)
@@ -411,6 +412,7 @@ class Trainer:
         active = stage.composition_at(epoch) == ACTIVE
         last_step = stage.epochs * steps_per_epoch  # No update after it: none would be used.
         log_every = self.config.train.log_every_steps
+        sums = {"loss": 0.0, "accuracy": 0.0}  # Device scalars: no wait per step.
         for i in range(steps_per_epoch):
             if _STOP.is_set():  # Ctrl-C (see request_stop): stop between steps.
                 raise KeyboardInterrupt("stopped between two steps")
@@ -418,18 +420,21 @@ class Trainer:
             device_batch = {k: jax.make_array_from_process_local_data(
                 self.data_sharding, batch[k]) for k in ("image", "label")}
             state, out = train_step(state, device_batch, quota_input, rng, class_weights)
+            sums = {k: sums[k] + out[k] for k in sums}
             global_step = epoch * steps_per_epoch + i + 1
             if global_step % log_every == 0:
                 self.writer.write(global_step, stage.name, out)
-                progress.log(global_step, {"loss": out["loss"], "acc": out["accuracy"]})
+            progress.step(global_step, lambda: {"loss": out["loss"],
+                                                "acc": out["accuracy"]})
             if active and global_step % update_every == 0 and global_step < last_step:
                 quota_input = self.update_quotas(stage, state, iterator, global_step)
-        return state, out
+        return state, {k: v / steps_per_epoch for k, v in sums.items()}  # Epoch means.
 
     def end_epoch(self, stage: Stage, epoch: int, state, out: dict, mngr,
                   iterators: dict, steps_per_epoch: int, epoch_offset: int,
                   seconds: float) -> None:
-        """Stops on a non-finite loss; records, logs and checkpoints the epoch."""
+        """Stops on a non-finite loss; records (the epoch's mean loss and accuracy),
+        logs and checkpoints the epoch."""
         loss = float(out["loss"])
         if not np.isfinite(loss):
             raise FloatingPointError(
@@ -445,13 +450,23 @@ class Trainer:
         self.writer.write(epoch_offset + epoch + 1, "epoch",
                           {k: v for k, v in record.items() if k != "phase"})
         logging.info("%s epoch %d/%d: loss %.4f, train acc %.3f, contrast macro-F1 %.3f, "
-                     "%.1fs", stage.name, epoch + 1, stage.epochs, loss,
+                     "%.1fs%s", stage.name, epoch + 1, stage.epochs, loss,
                      record["train_accuracy"], record["contrast_macro_f1"],
-                     record["seconds"])
+                     record["seconds"], self.quota_text(stage, epoch))
         every = self.config.train.checkpoint_every_epochs
         if (epoch + 1) % every == 0 or epoch + 1 == stage.epochs:
             self.save(mngr, epoch_offset + epoch, state, iterators,
                       self.checkpoint_meta(stage, epoch), record["contrast_macro_f1"])
+
+    def quota_text(self, stage: Stage, epoch: int) -> str:
+        """", quotas [..]" after an active epoch: the quotas in effect from here on
+        (min-max for many classes); the per-class F1 behind them is logged at debug
+        level."""
+        if stage.composition_at(epoch) != ACTIVE or not self.active.quotas:
+            return ""
+        q = self.active.quotas[-1]
+        return (f", quotas {list(q)}" if len(q) <= 20 else
+                f", quotas {min(q)}-{max(q)} per class")
 
     # --- everything ------------------------------------------------------------------
 

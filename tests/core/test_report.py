@@ -168,3 +168,49 @@ def test_many_classes_without_labels(tmp_path, num_classes):
     ax = report._confusion_figure(r).axes[0]
     assert not any(label.get_text().startswith("c") for label in ax.get_xticklabels())
     assert len(table_rows(report.markdown_summary(r), "Per class")) == num_classes
+
+
+def test_summary_defines_the_shot_groups():
+    text = report.markdown_summary(make_report())
+    assert (f"many-shot > {metrics.MANY_SHOT}, medium-shot {metrics.FEW_SHOT}-"
+            f"{metrics.MANY_SHOT}, few-shot < {metrics.FEW_SHOT}") in text
+
+
+def test_quota_history_of_many_classes_is_a_heat_map_in_training_order():
+    """Beyond 10 classes, lines would be a tangle: class x update images, the most
+    trained class on top, named while the names fit."""
+    num_classes = 25
+    rng = np.random.default_rng(2)
+    confusion = np.diag(np.full(num_classes, 10)) + rng.integers(0, 2, (num_classes,) * 2)
+    train = rng.permutation(np.arange(10, 10 + 10 * num_classes, 10)).tolist()
+    quotas = rng.integers(1, 5, size=(6, num_classes)).tolist()
+    r = make_report(confusion, train, [f"class{i}" for i in range(num_classes)], quotas)
+    figure = report._quota_figure(r)
+    quota_ax = figure.axes[0]
+    image = quota_ax.get_images()[0].get_array()
+    order = np.argsort(-np.asarray(train), kind="stable")
+    np.testing.assert_array_equal(image, np.asarray(quotas)[:, order].T)
+    labels = [t.get_text() for t in quota_ax.get_yticklabels()]
+    assert labels[0] == f"class{order[0]} ({max(train)})"
+    assert len(report._quota_figure(make_report()).axes[0].get_lines()) == 5  # Lines.
+
+
+def test_training_curves_show_epoch_means_and_contrast_macro_f1():
+    epochs = [{"phase": "finetune", "epoch": e, "loss": 1.0 / e, "train_accuracy": 0.5,
+               "contrast_macro_f1": 0.1 * e, "seconds": 1.0} for e in (1, 2, 3)]
+    figure = report._training_figure(make_report(epochs=epochs))
+    acc_ax = figure.axes[1]
+    curves = {line.get_label(): line.get_ydata().tolist() for line in acc_ax.get_lines()}
+    assert curves["finetune: contrast macro-F1"] == pytest.approx([0.1, 0.2, 0.3])
+    assert "epoch mean" in acc_ax.get_title()
+
+
+def test_long_class_names_are_turned_and_cut_on_the_confusion_matrix():
+    names = ["a very long class name indeed, longer than thirty characters", "b",
+             "c", "d", "e"]
+    ax = report._confusion_figure(make_report(names=names)).axes[0]
+    labels = ax.get_xticklabels()
+    assert all(label.get_rotation() == 90 for label in labels)
+    assert labels[0].get_text() == names[0][:29] + "…"
+    short = report._confusion_figure(make_report()).axes[0]
+    assert all(label.get_rotation() == 0 for label in short.get_xticklabels())

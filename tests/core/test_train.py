@@ -94,21 +94,14 @@ def test_active_sampling_updates_quotas_every_epoch_without_recompiling(finished
 
 
 def read_scalars(folder):
-    """Tags and values in TensorBoard event files (TFRecord framing, Event protos)."""
-    import struct
+    """Tags and (step, value) pairs of a run's event files, read by TensorBoard's own
+    reader (what `tensorboard --logdir` shows)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tensorboardX.proto import event_pb2
-
-    out = {}
-    for path in folder.glob("events.out.tfevents.*"):
-        data, pos = path.read_bytes(), 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-            pos += 16 + length
-            for value in event.summary.value:
-                out.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return out
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"]}
 
 
 def test_tensorboard_config_and_best_checkpoint(finished_run):

@@ -28,3 +28,31 @@ def test_metric_writer_files(tmp_path):
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {
         "step": 3, "prefix": "train", "loss": 1.5, "counts": [1, 2]}
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_progress_prints_every_interval_with_the_recent_rate(monkeypatch, caplog):
+    """Compilation is announced and timed; lines come at most every `interval`
+    seconds and at the last step; the rate ignores the slow (compiling) first step."""
+    import logging
+
+    now = [0.0]
+    monkeypatch.setattr(writers.time, "perf_counter", lambda: now[0])
+    progress = writers.Progress("finetune", total_steps=400, batch_size=10,
+                                interval=30.0, window=60.0)
+    caplog.set_level(logging.INFO)
+    progress.begin()
+    assert "finetune: compiling the train step" in caplog.text
+    now[0] = 50.0  # The first step waited 50 s for compilation.
+    progress.step(1, lambda: {"loss": 1.0})
+    assert "compiled; the first step took 50.0s" in caplog.text
+    lines = []
+    for step in range(2, 401):  # Then 2 steps per second.
+        now[0] += 0.5
+        before = len(caplog.records)
+        progress.step(step, lambda: {"loss": 0.5})
+        lines += [r.getMessage() for r in caplog.records[before:]]
+    # The first step after compilation, then every 30 s (60 steps), and the last.
+    assert [int(l.split()[2].split("/")[0]) for l in lines] == [
+        2, 62, 122, 182, 242, 302, 362, 400]
+    # 2 steps/s x 10 images, not diluted by the 50 s of compilation: 38 steps -> 19 s.
+    assert lines[-2].endswith("loss 0.5000 | 20 img/s | ETA 0m19s")
