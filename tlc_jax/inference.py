@@ -124,7 +124,7 @@ def make_predict(model: nn.Module, top_k: int) -> Callable:
     (B, top_k), most probable first."""
 
     def predict(variables, images_u8):
-        logits = model.apply(variables, model_input(images_u8), train=False)
+        logits = model.apply(variables, model_input(images_u8, model), train=False)
         return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32)), top_k)
 
     return jax.jit(predict)

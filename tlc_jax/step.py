@@ -144,7 +144,7 @@ def make_train_step(model, tx: optax.GradientTransformation,
         images = to_float(batch["image"])
         if cfg.augment is not None:
             images = augment.augment_batch(rng, images, cfg.augment)
-        images, labels = normalize(images), batch["label"]
+        images, labels = normalize(images, model), batch["label"]
         quotas = quotas.astype(jnp.float32)
         prior = quotas / jnp.maximum(quotas.sum(), 1.0)
 
@@ -176,7 +176,7 @@ def make_eval_step(model) -> Callable:
     """(variables, images, labels, valid, confusion) -> confusion, accumulated on device."""
 
     def eval_step(variables, images, labels, valid, confusion):
-        logits = model.apply(variables, model_input(images), train=False)
+        logits = model.apply(variables, model_input(images, model), train=False)
         return metrics.accumulate_confusion(confusion, labels, jnp.argmax(logits, -1),
                                             valid)
 

@@ -548,3 +548,22 @@ def test_odd_and_non_square_sizes_follow_tensorflow_same_padding():
     inter = capture["intermediates"]
     assert inter["conv_stem"]["__call__"][0].shape == (1, 19, 25, 32)
     assert inter["blocks_15"]["__call__"][0].shape == (1, 2, 2, 320)  # 37/32, 50/32 up
+
+
+def test_trainer_and_inference_feed_the_lite_models_their_own_input_scaling():
+    """tlc_jax.preprocess (the train step, evaluation, inference and the live
+    analyzer) gives EfficientNet-Lite (pixel - 127) / 128, torchvision's models the
+    ImageNet statistics, and grey images 0.5 / 0.25 whatever the model."""
+    from tlc_jax.models import create_model
+    from tlc_jax.preprocess import IMAGENET_MEAN, IMAGENET_STD, model_input
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype(np.uint8)
+    lite = create_model("efficientnet_lite0", num_classes=3)
+    np.testing.assert_allclose(model_input(pixels, lite), (pixels - 127.0) / 128.0,
+                               rtol=1e-6, atol=1e-6)
+    dense = create_model("densenet121", num_classes=3)
+    want = (pixels / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(model_input(pixels, dense), want, rtol=1e-5, atol=1e-5)
+    grey = pixels[..., :1]
+    np.testing.assert_allclose(model_input(grey, lite), (grey / 255.0 - 0.5) / 0.25,
+                               rtol=1e-6, atol=1e-6)

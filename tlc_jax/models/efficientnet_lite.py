@@ -200,6 +200,9 @@ class EfficientNetLite(nn.Module):
     memory: str = "naive"
     remat_policy: str = DEFAULT_REMAT_POLICY
     head: str = "linear"
+    # What the ImageNet weights expect on [0, 1] pixels (tlc_jax.preprocess reads these).
+    input_mean = tuple(m / 255.0 for m in MEAN_RGB)
+    input_std = tuple(s / 255.0 for s in STDDEV_RGB)
 
     def __post_init__(self):
         check_memory_mode(self.memory, self.remat_policy)
