@@ -212,6 +212,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for field in ("n_max", "min_contrast_per_class"):
         if c.data[field] < 0:
             raise ValueError(f"config.data.{field} must be >= 0; got {c.data[field]}.")
+    if c.model.pretrained == "imagenet":
+        from tlc_jax.pretrained import IMAGENET_MODELS
+
+        if c.model.name not in IMAGENET_MODELS:
+            raise ValueError(
+                f"config.model.pretrained='imagenet', but no ImageNet weights are "
+                f"published for config.model.name={c.model.name!r}; models that have "
+                f"them: {', '.join(IMAGENET_MODELS)}. Or set --config.model.pretrained="
+                f"'' (random initialisation), a weights file or an earlier run's folder.")
     if c.data.imbalance_ratio < 1:
         raise ValueError(f"config.data.imbalance_ratio must be >= 1 (n_max / n_min); "
                          f"got {c.data.imbalance_ratio}.")

