@@ -102,8 +102,10 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
-def folder(name, **fields):
-    return {"name": name, "kind": "folder", "params": {"path": "/tmp"}, **fields}
+def camera(name, **fields):
+    """A device any write key may create (a public camera)."""
+    return {"name": name, "kind": "http_snapshot",
+            "params": {"url": "http://cam.example/x.jpg"}, **fields}
 
 
 def names(response):
@@ -158,7 +160,7 @@ def test_keys_store_only_a_hash_and_verify_revoke_and_list(database):
 
 def test_writes_need_a_write_key_and_reads_may(make_client, keys):
     client = make_client()
-    body = folder("cam")
+    body = camera("cam")
     assert client.post("/devices", json=body).status_code == 401
     assert client.post("/devices", json=body).headers["www-authenticate"] == "Bearer"
     assert client.post("/devices", json=body, headers=bearer("tlc_nonsense")).status_code == 401
@@ -170,7 +172,7 @@ def test_writes_need_a_write_key_and_reads_may(make_client, keys):
     response = client.post("/devices", json=body, headers=bearer(keys["read"]))
     assert response.status_code == 403 and "'write' scope" in response.json()["detail"]
     assert client.post("/devices", json=body, headers=bearer(keys["write"])).status_code == 201
-    assert client.post("/devices", json=folder("cam2"),
+    assert client.post("/devices", json=camera("cam2"),
                        headers={"X-API-Key": keys["admin"]}).status_code == 201
     for method, url in (("PATCH", "/devices/cam"), ("DELETE", "/devices/cam"),
                         ("POST", "/devices/import")):
@@ -255,7 +257,7 @@ def test_device_create_read_edit_delete_never_shows_credentials(client, keys):
                             headers=w)
     assert response.json()["name"] == "gate-2" and response.json()["active"] is False
     assert client.get("/devices/gate").status_code == 404
-    assert client.post("/devices", json=folder("other"), headers=w).status_code == 201
+    assert client.post("/devices", json=camera("other"), headers=w).status_code == 201
     assert client.patch("/devices/gate-2", json={"name": "other"},
                         headers=w).status_code == 409
     assert client.patch("/devices/nope", json={"city": "x"}, headers=w).status_code == 404
@@ -283,7 +285,7 @@ class client_session:
 def test_bad_input_is_refused_with_clear_reasons(make_client, keys):
     client = make_client(max_body_bytes=4000)
     w = bearer(keys["write"])
-    assert client.post("/devices", json=folder("ok", latitude=1.0, longitude=2.0),
+    assert client.post("/devices", json=camera("ok", latitude=1.0, longitude=2.0),
                        headers=w).status_code == 201
 
     def refused(body, status=422, method="POST", url="/devices"):
@@ -291,36 +293,38 @@ def test_bad_input_is_refused_with_clear_reasons(make_client, keys):
         assert response.status_code == status, (body, response.text)
         return json.dumps(response.json()["detail"])
 
-    assert "latitude" in refused(folder("x", latitude=91.0, longitude=0.0))
-    assert "longitude" in refused(folder("x", latitude=0.0, longitude=-180.5))
-    assert "given together" in refused(folder("x", latitude=10.0))
-    assert "colour" in refused(folder("x", colour="red"))  # Unknown field.
-    assert "token" in refused(folder("x", credentials={"token": "t"}))
-    assert "colour not parameters of kind folder" in refused(
-        {"name": "x", "kind": "folder", "params": {"path": "/tmp", "colour": "red"}})
+    assert "latitude" in refused(camera("x", latitude=91.0, longitude=0.0))
+    assert "longitude" in refused(camera("x", latitude=0.0, longitude=-180.5))
+    assert "given together" in refused(camera("x", latitude=10.0))
+    assert "colour" in refused(camera("x", colour="red"))  # Unknown field.
+    assert "token" in refused(camera("x", credentials={"token": "t"}))
+    assert "colour not parameters of kind http_snapshot" in refused(
+        {"name": "x", "kind": "http_snapshot",
+         "params": {"url": "http://cam.example/x.jpg", "colour": "red"}})
     assert "unknown kind 'webcam'" in refused({"name": "x", "kind": "webcam"})
-    assert "poll_interval_s" in refused(folder("x", poll_interval_s=0.01))
-    assert "name" in refused(folder("a\nb"))
-    assert "name" in refused(folder("n" * 201))
-    assert "name" in refused(folder(""))
+    assert "poll_interval_s" in refused(camera("x", poll_interval_s=0.01))
+    assert "name" in refused(camera("a\nb"))
+    assert "name" in refused(camera("n" * 201))
+    assert "name" in refused(camera(""))
     assert "max_bytes 'many'" in refused({"name": "x", "kind": "http_snapshot",
                                           "params": {"url": "http://x", "max_bytes": "many"}})
     assert "max_bytes 1.5" in refused({"name": "x", "kind": "http_snapshot",
                                        "params": {"url": "http://x", "max_bytes": 1.5}})
-    assert "params" in refused(folder("x", params={"path": ["/tmp"]}))
-    response = client.post("/devices", content=b'{"name": "x", "kind": "folder", '
-                           b'"params": {"path": "/tmp"}, "latitude": NaN, "longitude": 0}',
+    assert "params" in refused(camera("x", params={"url": ["http://cam.example/"]}))
+    response = client.post("/devices", content=b'{"name": "x", "kind": "http_snapshot", '
+                           b'"params": {"url": "http://cam.example/"}, "latitude": NaN, '
+                           b'"longitude": 0}',
                            headers={**w, "Content-Type": "application/json"})
     assert response.status_code == 422
     long_secret = PASSWORD * 100  # Refused without being echoed.
-    assert "password" in refused(folder("x", credentials={"password": long_secret}))
+    assert "password" in refused(camera("x", credentials={"password": long_secret}))
     assert not any(PASSWORD in t for t in client.texts)
     assert "colour" in refused({"colour": "red"}, method="PATCH", url="/devices/ok")
     assert "city" in refused({"city": None}, method="PATCH", url="/devices/ok")
     assert "latitude" in refused({"latitude": -90.5}, method="PATCH", url="/devices/ok")
     assert "given together" in refused({"latitude": None}, method="PATCH", url="/devices/ok")
 
-    big = folder("x", city="c" * 200, sector="s" * 200, region="r" * 5000)
+    big = camera("x", city="c" * 200, sector="s" * 200, region="r" * 5000)
     assert "larger than 4000" in refused(big, status=413)
 
     async def chunks():  # No Content-Length: counted as it streams.
@@ -355,7 +359,7 @@ def test_search_filters_distance_and_injection_strings(client, keys):
               "indy": (39.7684, -86.1581, "Indianapolis", "US", "city"),
               "paris": (48.8566, 2.3522, "Paris", "FR", "city")}
     for name, (lat, lon, city, country, sector) in places.items():
-        assert client.post("/devices", json=folder(
+        assert client.post("/devices", json=camera(
             name, kind="http_snapshot", params={"url": f"http://{name}/x.jpg"}, latitude=lat, longitude=lon, city=city, country=country, sector=sector,
             active=name != "indy", credentials={"password": PASSWORD}),
             headers=w).status_code == 201
@@ -383,7 +387,7 @@ def test_search_filters_distance_and_injection_strings(client, keys):
 def test_pages_walk_every_device_exactly_once(client, keys, near):
     w = bearer(keys["write"])
     for i in range(23):
-        assert client.post("/devices", json=folder(f"cam-{i:02d}", latitude=40 + i / 100,
+        assert client.post("/devices", json=camera(f"cam-{i:02d}", latitude=40 + i / 100,
                                                    longitude=-86.0),
                            headers=w).status_code == 201
     seen, offset, pages = [], 0, 0
@@ -403,7 +407,7 @@ def test_pages_walk_every_device_exactly_once(client, keys, near):
 
 def test_csv_import(client, keys):
     w = {**bearer(keys["write"]), "Content-Type": "text/csv; charset=utf-8"}
-    client.post("/devices", json=folder("cam-b"), headers=bearer(keys["write"]))
+    client.post("/devices", json=camera("cam-b"), headers=bearer(keys["write"]))
     csv = ("name,kind,url,latitude,longitude,city,username,password\n"
            f"cam-a,http_snapshot,http://a/x.jpg,40.4,-86.9,Lafayette,admin,{PASSWORD}\n"
            "cam-x,no_such_kind,http://x,,,,,\n"
@@ -434,6 +438,162 @@ def test_csv_import(client, keys):
     response = client.post("/devices/import", json={"name": "x"}, headers=bearer(keys["write"]))
     assert response.status_code == 415
     assert not any(PASSWORD in t for t in client.texts)
+
+
+def csv_headers(key):
+    return {**bearer(key), "Content-Type": "text/csv"}
+
+
+def test_folder_devices_need_the_admin_scope_and_an_allowed_root(make_client, keys,
+                                                                 tmp_path):
+    """Issue 14, item 1: a write key could create a folder device on any path ('/'
+    included) and read the server's files through /frames/{id}/image."""
+    cams = tmp_path / "cams"
+    (cams / "north").mkdir(parents=True)
+    (cams / "out").symlink_to(tmp_path)  # Inside by name, outside once resolved.
+    w, a = bearer(keys["write"]), bearer(keys["admin"])
+
+    def body(name, path):
+        return {"name": name, "kind": "folder", "params": {"path": str(path)}}
+
+    plain = make_client()  # The default: no --folder-root, no folder device at all.
+    response = plain.post("/devices", json=body("root", "/"), headers=w)
+    assert response.status_code == 403 and "'admin' scope" in response.json()["detail"]
+    response = plain.post("/devices", json=body("north", cams / "north"), headers=a)
+    assert response.status_code == 422 and "--folder-root" in response.json()["detail"]
+
+    from tlc_jax.live.policy import DevicePolicy
+
+    client = make_client(policy=DevicePolicy.from_options(folder_roots=[str(cams)]))
+    for path in ("/", "/etc", tmp_path, cams / "..", cams / "out", "relative/north"):
+        response = client.post("/devices", json=body("x", path), headers=a)
+        assert response.status_code == 422, (path, response.text)
+        assert "folder" in response.json()["detail"], response.text
+    response = client.post("/devices", json=body("north", cams / "north"), headers=a)
+    assert response.status_code == 201, response.text
+    # A write key can neither create one, edit one, nor turn a device into one.
+    assert client.post("/devices", json=body("north-2", cams / "north"),
+                       headers=w).status_code == 403
+    assert client.patch("/devices/north", json={"city": "x"}, headers=w).status_code == 403
+    assert client.patch("/devices/north", json={"params": {"path": "/"}},
+                        headers=a).status_code == 422
+    assert client.patch("/devices/north", json={"city": "Lafayette"},
+                        headers=a).status_code == 200
+    assert client.post("/devices", json=camera("cam"), headers=w).status_code == 201
+    response = client.patch("/devices/cam", json={"kind": "folder", "params": {
+        "path": str(cams / "north")}}, headers=w)
+    assert response.status_code == 403
+    assert client.get("/devices/cam").json()["kind"] == "http_snapshot"
+    # CSV import: folder rows are refused line by line, unless the key is an admin's.
+    csv = f"name,kind,path\nf-1,folder,{cams / 'north'}\nf-2,folder,/etc\n"
+    report = client.post("/devices/import", content=csv, headers=csv_headers(
+        keys["write"])).json()
+    assert report["created"] == 0 and [e["line"] for e in report["errors"]] == [2, 3]
+    assert all("'admin' scope" in e["error"] for e in report["errors"])
+    report = client.post("/devices/import", content=csv, headers=csv_headers(
+        keys["admin"])).json()
+    assert report["created"] == 1 and [e["line"] for e in report["errors"]] == [3]
+    assert "outside the folders" in report["errors"][0]["error"]
+    assert names(client.get("/devices")) == ["cam", "f-1", "north"]
+    assert client.delete("/devices/north", headers=w).status_code == 204
+
+
+FORBIDDEN_URLS = ["file:///etc/passwd", "gopher://cam.example/x",
+                  "http://169.254.169.254/latest/meta-data/", "http://[::1]/x.jpg",
+                  "http://127.0.0.1:8080/x.jpg", "http://localhost/x.jpg",
+                  "http://10.0.0.7/x.jpg", "http://2130706433/x.jpg",
+                  "http://[::ffff:127.0.0.1]/x.jpg", "http://metadata.google.internal/x"]
+
+
+def test_device_urls_are_checked_when_created_edited_or_imported(make_client, keys):
+    """Issue 14, item 2: file://, the metadata address and loopback were accepted with
+    201 (checked only when the run-time connects). Now refused at create, edit and CSV
+    import with the run-time's allow-list (which the server is given: --allow)."""
+    client = make_client()
+    w = bearer(keys["admin"])  # Not even an admin key.
+    assert client.post("/devices", json=camera("ok"), headers=w).status_code == 201
+    for i, url in enumerate(FORBIDDEN_URLS):
+        response = client.post("/devices", json=camera(f"x{i}", params={"url": url}),
+                               headers=w)
+        assert response.status_code == 422, (url, response.text)
+        detail = response.json()["detail"]
+        assert "refused" in detail or "scheme" in detail, detail
+        if url.startswith("http://127.0.0.1"):
+            assert "--allow 127.0.0.1" in detail, detail
+        response = client.post("/devices", json={
+            "name": f"r{i}", "kind": "relay", "params": {
+                "url_template": url.rstrip("/") + "/{device_id}", "device_id": "7"}},
+            headers=w)
+        assert response.status_code == 422, (url, response.text)
+        response = client.patch("/devices/ok", json={"params": {"url": url}}, headers=w)
+        assert response.status_code == 422, (url, response.text)
+    assert client.get("/devices/ok").json()["params"]["url"] == "http://cam.example/x.jpg"
+    csv = "name,kind,url\n" + "".join(f"c{i},mjpeg,{url}\n"
+                                      for i, url in enumerate(FORBIDDEN_URLS))
+    report = client.post("/devices/import", content=csv, headers=csv_headers(
+        keys["write"])).json()
+    assert report["created"] == 0 and len(report["errors"]) == len(FORBIDDEN_URLS)
+    assert names(client.get("/devices")) == ["ok"]
+
+    from tlc_jax.live.policy import DevicePolicy
+
+    allowed = make_client(policy=DevicePolicy.from_options(allow=["127.0.0.1"]))
+    response = allowed.post("/devices", json=camera("local", params={
+        "url": "http://127.0.0.1:8080/x.jpg"}), headers=w)
+    assert response.status_code == 201, response.text
+    assert allowed.post("/devices", json=camera("v6", params={"url": "http://[::1]/"}),
+                        headers=w).status_code == 422  # Only what was allowed.
+
+
+def test_frame_size_bound_dot_names_and_passwords_in_urls(make_client, keys):
+    """Issue 14, item 4: a write key lifted max_bytes to 1e11; '.' and '..' were
+    accepted and then unreachable; a password written into the URL came back in
+    params."""
+    client = make_client()  # The default bound: 32 MiB.
+    w = bearer(keys["write"])
+
+    def create(body, client=client):
+        return client.post("/devices", json=body, headers=w)
+
+    def url_params(**extra):
+        return {"url": "http://cam.example/x.jpg", **extra}
+
+    response = create(camera("big", params=url_params(max_bytes=10**11)))
+    assert response.status_code == 422 and "--max-frame-bytes" in response.text
+    assert create(camera("big", params=url_params(max_bytes=0))).status_code == 422
+    for name in (".", ".."):
+        response = create(camera(name))
+        assert response.status_code == 422 and "'.' or '..'" in response.text
+    assert create(camera("...")).status_code == 201  # Reachable: not a dot segment.
+    for kind, url in (("http_snapshot", f"http://admin:{PASSWORD}@cam.example/x.jpg"),
+                      ("mjpeg", f"https://admin:{PASSWORD}@cam.example/stream")):
+        response = create({"name": "pw", "kind": kind, "params": {"url": url}})
+        assert response.status_code == 422, response.text
+        assert "credentials" in response.json()["detail"]
+        response = client.patch("/devices/...", json={"params": {"url": url}}, headers=w)
+        assert response.status_code == 422
+    csv = f"name,kind,url\npw,http_snapshot,http://admin:{PASSWORD}@cam.example/\n"
+    report = client.post("/devices/import", content=csv, headers=csv_headers(
+        keys["write"])).json()
+    assert report["created"] == 0 and "credentials" in report["errors"][0]["error"]
+
+    from tlc_jax.live.policy import DevicePolicy  # An operator's own bound.
+
+    bounded = make_client(policy=DevicePolicy.from_options(max_frame_bytes=1_000_000))
+    response = create(camera("big", params=url_params(max_bytes=1_000_001)), bounded)
+    assert response.status_code == 422 and "limit of 1000000" in response.text
+    assert create(camera("big", params=url_params(max_bytes=1_000_000)),
+                  bounded).status_code == 201
+    for changes in ({"params": url_params(max_bytes=10**11)}, {"name": "."},
+                    {"name": ".."}):
+        assert bounded.patch("/devices/big", json=changes, headers=w).status_code == 422
+    assert names(client.get("/devices")) == ["...", "big"]
+    with client_session(client) as session:  # A row written before, around the API.
+        session.add(DB.DeviceRow(name="old", kind="http_snapshot", credentials={},
+                                 params={"url": f"http://u:{PASSWORD}@cam.example/x"}))
+        session.commit()
+    assert client.get("/devices/old").json()["params"] == {"url": "http://cam.example/x"}
+    assert not any(PASSWORD in t for t in client.texts + bounded.texts)
 
 
 # ---------------------------------------------------------------------------- frames

@@ -21,7 +21,14 @@ CSV = ("name,kind,url,latitude,longitude,city,country,password,username\n"
 def test_devices_import_export_search(tmp_path, capsys):
     (tmp_path / "devices.csv").write_text(CSV)
     w = ["--workdir", str(tmp_path / "w")]
+    # The cameras are on a private network: refused unless allowed, as by `run`.
     assert main(["devices", "import", str(tmp_path / "devices.csv"), *w]) == 1
+    out = capsys.readouterr().out
+    assert "0 created, 0 updated, 4 rows refused." in out
+    assert "line 2: Device 'north': Device URL host 10.0.0.1 is refused (private)" in out
+    assert "--allow" in out
+    assert main(["devices", "import", str(tmp_path / "devices.csv"), *w,
+                 "--allow", "10.0.0.0/24"]) == 1
     out = capsys.readouterr().out
     assert "2 created, 0 updated, 2 rows refused." in out
     assert "line 3: Device 'bad-lat': latitude 123.0 is outside [-90, 90]" in out
@@ -61,24 +68,73 @@ def test_clear_errors(tmp_path, capsys):
         main(["devices", "search", "--near", "1,2", "--km", "-1", "--workdir", "w"])
 
 
+DEADLINE_S = 300.0  # Generous: start-up compiles the model; the machine may be busy.
+
+
+def wait_for(condition, timeout_s, what, process=None):
+    """Polls condition() every 0.2 s until it holds; fails after timeout_s, or at once
+    if `process` has ended."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process ended (status {process.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def table_count(workdir, table):
+    database = DB.open_database(DB.default_url(workdir), migrate=False)
+    try:
+        with database.session() as session:
+            return session.scalar(sa.select(sa.func.count()).select_from(table))
+    except sa.exc.OperationalError:  # Not created yet.
+        return 0
+    finally:
+        database.dispose()
+
+
+def health_counter(workdir, name):
+    try:
+        return json.loads((workdir / "health.json").read_text())["counters"].get(name, 0)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
 def test_simulate_then_run_stores_predictions(tmp_path, trained_run):
+    import signal
+
     workdir = tmp_path / "live"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sim = subprocess.Popen(
         [sys.executable, "-m", "tlc_jax.live", "simulate", "--cameras", "4",
          "--workdir", str(workdir), "--interval-s", "0.2", "--change-every-s", "0.2",
-         "--behaviours", "dead=0.25", "--duration-s", "120"],
+         "--behaviours", "dead=0.25", "--duration-s", "900"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         assert "registered" in sim.stdout.readline()
-        run = subprocess.run(
-            [sys.executable, "-m", "tlc_jax.live", "run", "--workdir", str(workdir),
-             "--checkpoint", str(trained_run), "--duration-s", "6", "--batch-sizes", "1,8",
-             "--timeout-s", "1", "--report-every-s", "2", "--allow", "127.0.0.1"],
-            capture_output=True, text=True, env=env, timeout=300)
+        with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+            run = subprocess.Popen(
+                [sys.executable, "-m", "tlc_jax.live", "run", "--workdir", str(workdir),
+                 "--checkpoint", str(trained_run), "--batch-sizes", "1,8",
+                 "--timeout-s", "1", "--report-every-s", "2", "--allow", "127.0.0.1"],
+                stdout=out, stderr=err, text=True, env=env)
+            try:  # Until 10 frames are stored and the dead camera was reported.
+                wait_for(lambda: table_count(workdir, DB.FrameRow.__table__) >= 10
+                         and health_counter(workdir, "rejected:unreachable") >= 1,
+                         DEADLINE_S, "10 frames stored", run)
+                run.send_signal(signal.SIGTERM)  # A clean stop (as Ctrl-C).
+                run.wait(120)
+            finally:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait(30)
     finally:
         sim.terminate()
         sim.wait(30)
+    run.stdout, run.stderr = ((tmp_path / name).read_text() for name in ("out", "err"))
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)
     assert summary["counters"]["stored"] >= 10
@@ -171,7 +227,7 @@ def test_keys_and_serve(tmp_path, capsys):
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert "default-src 'self'" in page.headers["content-security-policy"]
         body = {"name": "cam-x", "kind": "http_snapshot",
-                "params": {"url": "http://203.0.113.7/a.jpg"}}
+                "params": {"url": "http://cam.example.net/a.jpg"}}
         assert httpx.post(f"{base}/api/v1/devices", json=body).status_code == 401
         created = httpx.post(f"{base}/api/v1/devices", json=body,
                              headers={"Authorization": f"Bearer {token}"})
@@ -180,3 +236,30 @@ def test_keys_and_serve(tmp_path, capsys):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_run_on_refused_local_cameras_says_to_allow_them(tmp_path):
+    """Issue 14, item 15: with only loopback cameras and no --allow, every device
+    failed with forbidden_address and the progress line said `p50 nan s`. Now a hint
+    names --allow, no `nan` is printed, and a run without retention says so."""
+    from tlc_jax.live import registry as R
+
+    workdir = tmp_path / "live"
+    database = DB.open_database(DB.default_url(workdir))
+    with database.transaction() as session:
+        R.upsert(session, [R.DeviceSpec(f"cam-{i}", "http_snapshot",
+                                        {"url": f"http://127.0.0.1:9/{i}.jpg"})
+                           for i in range(2)])
+    database.dispose()
+    run = subprocess.run(
+        [sys.executable, "-m", "tlc_jax.live", "run", "--workdir", str(workdir),
+         "--role", "runtime", "--duration-s", "1", "--report-every-s", "0.3"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 of 2 active devices" in run.stderr and "loopback" in run.stderr
+    assert "--allow 127.0.0.1" in run.stderr
+    assert "No retention limit" in run.stderr and "--max-store-gb" in run.stderr
+    assert "p50" in run.stderr  # The progress line is there...
+    assert "nan" not in run.stderr.lower() and "nan" not in run.stdout.lower()  # ...clean.
+    json.loads(run.stdout)

@@ -1,6 +1,7 @@
 """The live database and device registry, on SQLite and on a real PostgreSQL server."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -252,3 +253,80 @@ def test_database_rejects_out_of_range_rows_written_around_the_registry(database
         with database.transaction() as session:
             session.add(DB.DeviceRow(name="x", kind="folder", params={}, credentials={},
                                      latitude=100.0, longitude=0.0))
+
+
+def test_csv_export_neutralises_formulas_and_import_restores_them(database, tmp_path):
+    """Issue 14, item 3: a cell that a spreadsheet would run as a formula (= + - @, tab,
+    CR first) is exported with a leading single quote (OWASP), and so is one that
+    starts with a quote; plain numbers (negative coordinates) are exported as they are.
+    Importing the export gives back every value exactly."""
+    tricky = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1+cmd|' /C calc'!A0",
+              "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1", "'quoted", "''=x", "=", "-",
+              "'", "-86.9 west", "plain", "1e5"]
+    specs = [R.DeviceSpec(f"cam-{i}", "http_snapshot",
+                          {"url": f"http://cam{i}.example/x.jpg", "auth": "basic"},
+                          {"username": "admin", "password": value},
+                          latitude=-33.8688 - i, longitude=-151.2093 + i, city=value,
+                          region="-1", country="NZ", sector=value)
+             for i, value in enumerate(tricky)]
+    specs.append(R.DeviceSpec("=cmd|' -C calc'!A0", "http_snapshot",
+                              {"url": "http://x.example/a.jpg"}, latitude=-0.5,
+                              longitude=-0.25, poll_interval_s=0.5))
+    with database.transaction() as session:
+        R.upsert(session, specs)
+    out = tmp_path / "out.csv"
+    with database.session() as session:
+        R.export_csv(session, out, include_credentials=True)
+    import csv
+
+    with open(out, newline="", encoding="utf-8") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    number = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+    for cell in cells:
+        if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            assert number.fullmatch(cell), cell  # Only plain numbers start so.
+    assert "-33.8688" in cells and "-151.2093" in cells and "-0.25" in cells
+    assert "'=HYPERLINK(\"http://evil.example\",\"x\")" in cells
+    assert "'-2+3" in cells and "''quoted" in cells and "'''=x" in cells and "-1" in cells
+
+    with database.transaction() as session:  # Everything gone, then imported back.
+        session.execute(sa.delete(DB.DeviceRow))
+    with database.transaction() as session:
+        report = R.import_csv(session, out)
+    assert (report.created, report.errors) == (len(specs), [])
+    with database.session() as session:
+        back = {r.name: R.DeviceSpec.from_row(r)
+                for r in session.scalars(sa.select(DB.DeviceRow))}
+    for spec in specs:
+        got = back[spec.name]
+        assert (got.city, got.sector, got.region, got.credentials, got.params,
+                got.latitude, got.longitude, got.poll_interval_s) == (
+            spec.city, spec.sector, spec.region, spec.credentials, spec.params,
+            spec.latitude, spec.longitude, spec.poll_interval_s), spec.name
+
+
+def test_csv_escaping_is_lossless_for_any_text():
+    import random
+
+    rng = random.Random(0)
+    alphabet = "=+-@'\t\r 01.eE-x\"," + "é"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        escaped = R.csv_escape(text)
+        assert R.csv_unescape(escaped) == text, repr(text)
+        assert escaped[:1] not in ("=", "+", "-", "@", "\t", "\r") or R.NUMBER.fullmatch(
+            escaped), repr(text)
+
+
+def test_dot_names_and_limits_are_refused():
+    """Issue 14, item 4: '.' and '..' are names no API path can reach; limits below 1
+    make no sense."""
+    for name in (".", ".."):
+        with pytest.raises(R.InvalidDevice, match="'.' or '..'"):
+            R.DeviceSpec(name, "http_snapshot", {"url": "http://x.example/a.jpg"})
+    R.DeviceSpec("...", "http_snapshot", {"url": "http://x.example/a.jpg"})
+    with pytest.raises(R.InvalidDevice, match="password are credentials"):
+        R.DeviceSpec("x", "http_snapshot", {"url": "http://x.example/", "password": "pw"})
+    for key in ("max_bytes", "max_pixels"):
+        with pytest.raises(R.InvalidDevice, match=f"{key} must be >= 1"):
+            R.DeviceSpec("x", "http_snapshot", {"url": "http://x.example/a.jpg", key: 0})

@@ -61,7 +61,11 @@ class Camera(BaseHTTPRequestHandler):
                 self.send_bytes(FRAMES[0])
             except (BrokenPipeError, ConnectionResetError):
                 pass  # The client gave up first, as it should.
-        elif path == "/stream.mjpg":
+        elif path in ("/stream.mjpg", "/private-stream.mjpg"):
+            if path.startswith("/private") and self.headers.get("Authorization") != (
+                    "Basic " + base64.b64encode(b"admin:s3cret").decode()):
+                self.send_bytes(b"", "text/plain", 401)
+                return
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()
@@ -169,17 +173,94 @@ def test_timeouts_and_dead_devices(camera):
     assert e.value.reason == "unreachable"
 
 
+def folder_device(path, roots):
+    """A folder device confined as the run-time confines it (--folder-root roots)."""
+    from tlc_jax.live.policy import DevicePolicy
+
+    policy = DevicePolicy.from_options(folder_roots=[str(r) for r in roots])
+    return policy.confine(D.make_device("folder", "replay", path=str(path)))
+
+
 def test_folder_device_replays_in_order(tmp_path):
     for i, data in enumerate(FRAMES):
         (tmp_path / f"{i:02d}.jpg").write_bytes(data)
     (tmp_path / "notes.txt").write_text("ignored")
-    device = D.make_device("folder", "replay", path=str(tmp_path))
+    device = folder_device(tmp_path, [tmp_path])
     got = [fetch(device).data for _ in range(4)]
     assert got == FRAMES + FRAMES[:1]
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(D.FrameRejected, match="empty_folder"):
-        fetch(D.make_device("folder", "none", path=str(empty)))
+        fetch(folder_device(empty, [tmp_path]))
+    with pytest.raises(D.FrameRejected, match="missing_path"):
+        fetch(folder_device(tmp_path / "gone", [tmp_path]))
+
+
+def test_folder_device_reads_nothing_outside_the_allowed_roots(tmp_path):
+    """Issue 14, item 1: a folder device reads only under the operator's --folder-root
+    folders, resolved (symbolic links included); with none, nothing at all."""
+    root, secret = tmp_path / "root", tmp_path / "secret"
+    (root / "cams").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "s.jpg").write_bytes(FRAMES[2])
+    (root / "cams" / "00.jpg").write_bytes(FRAMES[0])
+    (root / "cams" / "01.jpg").symlink_to(secret / "s.jpg")  # A file link leading out.
+    (root / "cams" / "02.jpg").write_bytes(FRAMES[1])
+    (root / "out").symlink_to(secret)  # A folder link leading out.
+    unconfined = D.make_device("folder", "replay", path=str(root / "cams"))
+    with pytest.raises(D.FrameRejected) as e:  # No roots (the default): nothing.
+        fetch(unconfined)
+    assert e.value.reason == "forbidden_path"
+    device = folder_device(root / "cams", [root])
+    assert fetch(device).data == FRAMES[0]
+    with pytest.raises(D.FrameRejected) as e:
+        fetch(device)  # 01.jpg leads out of the root.
+    assert e.value.reason == "forbidden_path" and str(secret) not in str(e.value)
+    assert fetch(device).data == FRAMES[1]  # The rotation goes on.
+    for path in (secret, root / "out", root / ".." / "secret", "/", "/etc"):
+        with pytest.raises(D.FrameRejected) as e:
+            fetch(folder_device(path, [root]))
+        assert e.value.reason == "forbidden_path", path
+    big = root / "big"
+    big.mkdir()
+    (big / "big.jpg").write_bytes(BIG)
+    small = folder_device(big, [root])
+    small.max_bytes = 1 << 20
+    with pytest.raises(D.FrameRejected, match="oversized"):
+        fetch(small)
+
+
+def test_mjpeg_with_credentials(camera):
+    device = D.make_device("mjpeg", "cam-m", url=f"{camera}/private-stream.mjpg",
+                           username="admin", password="s3cret")
+    assert fetch(device).data in FRAMES and "s3cret" not in repr(device)
+    with pytest.raises(D.FrameRejected, match="http_status"):
+        fetch(D.make_device("mjpeg", "cam-m", url=f"{camera}/private-stream.mjpg"))
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("http_snapshot", {"url": "http://admin:hunter2@cam.example/x.jpg"}),
+    ("http_snapshot", {"url": "http://admin@cam.example/x.jpg"}),
+    ("mjpeg", {"url": "https://admin:hunter2@cam.example/stream"}),
+    ("relay", {"url_template": "https://u:hunter2@agency.example/{device_id}.jpg",
+               "device_id": "7"}),
+])
+def test_passwords_written_into_urls_are_refused(kind, params):
+    """Issue 14, item 4: user:password@ in a URL is refused (it would come back in
+    the device's params); the message names the fix and never the secret."""
+    with pytest.raises(ValueError) as e:
+        D.make_device(kind, "cam", **params)
+    assert "hunter2" not in str(e.value)
+    assert "credentials" in str(e.value) or "api_key" in str(e.value)
+
+
+def test_relay_templates_take_only_the_device_id():
+    for template in ("http://a.example/{device_id.__class__}", "http://a.example/{0}",
+                     "http://a.example/{device_id!r}", "http://a.example/{other}"):
+        with pytest.raises(ValueError, match="device_id"):
+            D.make_device("relay", "r", url_template=template, device_id="7")
+    D.make_device("relay", "r", url_template="http://a.example/{{x}}/{device_id}.jpg",
+                  device_id="7")
 
 
 def test_unknown_kind_bad_params_and_new_kinds():

@@ -7,7 +7,10 @@ A `python -m tlc_jax.live simulate` process plays the cameras on loopback (each 
 changes every second, so every poll of a healthy camera brings a new frame) and
 registers them in a fresh SQLite (or `--db`) database; this process runs the live
 service against it (run-time -> frame store + frames rows -> analyzer -> predictions
-rows) for a warm-up, then measures a window of `--seconds`:
+rows) until its first prediction is stored (the model compiled, the cameras answering),
+then for a warm-up, then measures a window of at least `--seconds` that lasts until
+`--min_predictions` frames were stored and classified in it (so a busy machine gives a
+longer window, never an empty one; `--start_timeout_s` bounds each wait):
 fetch attempts/s, frames stored/s, analyzer images/s, p50 / p95 / max
 frame-to-prediction latency (frame arrival to its prediction row committed), drops and
 rejections by reason. A few cameras misbehave (`--behaviours`) as real fleets do.
@@ -47,11 +50,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Pool size of each of the run-time's HTTP clients.")
     p.add_argument("--timeout_s", type=float, default=5.0)
     p.add_argument("--batch_sizes", default="1,8,32,128")
+    p.add_argument("--min_predictions", type=int, default=1,
+                   help="The window lasts until this many frames were stored and "
+                        "classified in it (and at least --seconds).")
+    p.add_argument("--start_timeout_s", type=float, default=600.0,
+                   help="The longest wait for the first prediction, and for "
+                        "--min_predictions after --seconds.")
     p.add_argument("--db", help="Database URL (default: SQLite in a temporary folder).")
     p.add_argument("--out", default="bench/live", help="Folder for live.json / live.md.")
     args = p.parse_args(argv)
-    if args.cameras < 1 or args.seconds <= 0 or args.warmup_s < 0:
-        p.error("--cameras must be >= 1, --seconds > 0, --warmup_s >= 0.")
+    if (args.cameras < 1 or args.seconds <= 0 or args.warmup_s < 0
+            or args.min_predictions < 1 or args.start_timeout_s <= 0):
+        p.error("--cameras must be >= 1, --seconds > 0, --warmup_s >= 0, "
+                "--min_predictions >= 1, --start_timeout_s > 0.")
     return args
 
 
@@ -60,7 +71,8 @@ def start_cameras(args, workdir: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tlc_jax.live", "simulate", "--cameras", str(args.cameras),
            "--interval-s", str(args.interval_s), "--change-every-s", str(args.interval_s),
            "--behaviours", args.behaviours,
-           "--duration-s", str(args.warmup_s + args.seconds + 120), *where]
+           "--duration-s",
+           str(args.warmup_s + args.seconds + 2 * args.start_timeout_s + 120), *where]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     line = proc.stdout.readline()
@@ -93,14 +105,36 @@ def run(args) -> dict:
         async def main():
             stop = asyncio.Event()
             task = asyncio.create_task(service.run(stop))
-            await asyncio.sleep(args.warmup_s)
-            service.latencies.clear()
-            marks["start"] = (time.perf_counter(), service.health()["counters"])
-            await asyncio.sleep(args.seconds)
-            marks["end"] = (time.perf_counter(), service.health()["counters"])
-            marks["latencies"] = np.asarray(service.latencies, float)
-            stop.set()
-            await task
+
+            async def until(condition, what):
+                deadline = time.monotonic() + args.start_timeout_s
+                while not condition():
+                    if task.done():
+                        task.result()
+                        raise RuntimeError(f"The live service stopped before {what}.")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"No {what} within {args.start_timeout_s} s "
+                                           f"(--start_timeout_s): {service.health()}")
+                    await asyncio.sleep(0.05)
+
+            def in_window(key):
+                return service.counters[key] - marks["start"][1].get(key, 0)
+
+            try:
+                await until(lambda: service.counters["predictions"] > 0,
+                            "first prediction")
+                await asyncio.sleep(args.warmup_s)
+                service.latencies.clear()
+                marks["start"] = (time.perf_counter(), service.health()["counters"])
+                await asyncio.sleep(args.seconds)
+                await until(lambda: min(in_window("stored"), in_window("predictions"),
+                                        len(service.latencies)) >= args.min_predictions,
+                            f"{args.min_predictions} predictions in the window")
+                marks["end"] = (time.perf_counter(), service.health()["counters"])
+                marks["latencies"] = np.asarray(service.latencies, float)
+            finally:
+                stop.set()
+                await task
 
         asyncio.run(main())
     finally:

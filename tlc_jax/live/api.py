@@ -26,7 +26,10 @@ in `tlc_jax.live.auth` (a missing or invalid key is a 401, a key without the sco
 SQLAlchemy expressions with bound parameters).
 
 Device credentials are accepted (create, edit, import) and never returned: responses say
-only `has_credentials`.
+only `has_credentials`. Device records are checked against the operator's
+`DevicePolicy` (tlc_jax.live.policy: URLs against the request-forgery allow-list,
+folder roots, frame-size bounds) when created, edited or imported; folder devices (they
+read the server's files) need the admin scope.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import tempfile
 import time
 from typing import Annotated, Any, Callable
 
+import httpx
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -53,6 +57,7 @@ from tlc_jax.live import registry as R
 from tlc_jax.live.auth import ANYONE, READ, WRITE
 from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow, PredictionRow
 from tlc_jax.live.devices import KINDS
+from tlc_jax.live.policy import ADMIN_KINDS, DevicePolicy
 from tlc_jax.live.schemas import (Bucket, ClassCountsOut, ClassProbability, DeviceCreate,
                                   DeviceOut, DevicePatch, FrameOut, ImportLineError,
                                   ImportOut, ModelVersionOut, Page, PredictionOut)
@@ -72,6 +77,7 @@ class _Settings:
     db: Database
     frames_root: pathlib.Path | None
     health: Callable[[], dict] | None
+    policy: DevicePolicy
 
 
 def _settings(request: Request) -> _Settings:
@@ -166,19 +172,44 @@ def _spec(values: dict[str, Any]) -> R.DeviceSpec:
         raise HTTPException(422, str(e)) from None
 
 
+def _admin_only(request: Request, *kinds: str) -> None:
+    """403 unless the key has the admin scope, when any of the kinds reads local files."""
+    if any(k in ADMIN_KINDS for k in kinds) and not auth.allows(request, "admin"):
+        raise HTTPException(403, "Folder devices read this server's own files: creating "
+                                 "or editing one needs an API key with the 'admin' scope.")
+
+
+def _allowed(spec: R.DeviceSpec, policy: DevicePolicy) -> R.DeviceSpec:
+    """The spec, or a 422 listing what the operator's policy refuses."""
+    try:
+        spec.check(policy)
+    except R.InvalidDevice as e:
+        raise HTTPException(422, str(e)) from None
+    return spec
+
+
 def _merge_credentials(stored: dict[str, str], given: dict[str, str | None]) -> dict:
     merged = {**stored, **given}
     return {k: v for k, v in merged.items() if v}
 
 
-def _import_csv(db: Database, data: bytes) -> ImportOut:
-    """registry.import_csv on the request's body (through a private temporary file)."""
+def _import_csv(db: Database, data: bytes, policy: DevicePolicy, admin: bool) -> ImportOut:
+    """registry.import_csv on the request's body (through a private temporary file);
+    rows the policy refuses, and folder rows without the admin scope, are line errors."""
+
+    def check(spec: R.DeviceSpec) -> None:
+        if spec.kind in ADMIN_KINDS and not admin:
+            raise R.InvalidDevice(f"Device {spec.name!r}: folder devices read this "
+                                  f"server's own files; importing one needs an API key "
+                                  f"with the 'admin' scope.")
+        spec.check(policy)
+
     with tempfile.TemporaryDirectory(prefix="tlc-import-") as folder:
         path = pathlib.Path(folder) / "devices.csv"
         path.write_bytes(data)
         try:
             with db.transaction() as session:
-                report = R.import_csv(session, path)
+                report = R.import_csv(session, path, check=check)
         except R.InvalidDevice as e:
             raise HTTPException(422, str(e).replace(str(path), "the CSV body")) from None
     return ImportOut(created=report.created, updated=report.updated,
@@ -188,8 +219,24 @@ def _import_csv(db: Database, data: bytes) -> ImportOut:
 # ---------------------------------------------------------------------------- responses
 
 
+def _shown_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters without a user name or password written into a URL (refused when
+    written now; a row stored before, or around the registry, may still hold one)."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, str) and "@" in value:
+            try:
+                url = httpx.URL(value)
+                if url.userinfo:
+                    value = str(url.copy_with(username=None, password=None))
+            except (httpx.InvalidURL, TypeError, ValueError):
+                pass
+        out[key] = value
+    return out
+
+
 def _device_out(row: DeviceRow, distance_km: float | None = None) -> DeviceOut:
-    return DeviceOut(name=row.name, kind=row.kind, params=dict(row.params),
+    return DeviceOut(name=row.name, kind=row.kind, params=_shown_params(row.params),
                      has_credentials=bool(row.credentials), latitude=row.latitude,
                      longitude=row.longitude, city=row.city, region=row.region,
                      country=row.country, sector=row.sector,
@@ -288,10 +335,12 @@ def search_devices(settings: Settings, paging: PagingQuery, near: NearQuery = No
 
 
 @router.post("/devices", tags=["devices"], status_code=201, dependencies=WRITE)
-def create_device(settings: Settings, body: DeviceCreate) -> DeviceOut:
+def create_device(settings: Settings, body: DeviceCreate, request: Request) -> DeviceOut:
     values = body.model_dump()
     values["credentials"] = _merge_credentials({}, values["credentials"])
     spec = _spec(values)
+    _admin_only(request, spec.kind)
+    _allowed(spec, settings.policy)
     try:
         with settings.db.transaction() as session:
             if Q.name_taken(session, spec.name):
@@ -314,7 +363,8 @@ async def import_devices(request: Request, settings: Settings) -> ImportOut:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in CSV_TYPES:
         raise HTTPException(415, f"Send the CSV as text/csv; got {media_type or 'nothing'}.")
-    return await run_in_threadpool(_import_csv, settings.db, await request.body())
+    return await run_in_threadpool(_import_csv, settings.db, await request.body(),
+                                   settings.policy, auth.allows(request, "admin"))
 
 
 @router.get("/devices/{name}", tags=["devices"], dependencies=READ)
@@ -324,16 +374,18 @@ def get_device(settings: Settings, name: DeviceName) -> DeviceOut:
 
 
 @router.patch("/devices/{name}", tags=["devices"], dependencies=WRITE)
-def edit_device(settings: Settings, name: DeviceName, body: DevicePatch) -> DeviceOut:
+def edit_device(settings: Settings, name: DeviceName, body: DevicePatch,
+                request: Request) -> DeviceOut:
     changes = body.model_dump(exclude_unset=True)
     try:
         with settings.db.transaction() as session:
             row = _device(session, name)
             values = Q.device_values(row)
+            _admin_only(request, row.kind, changes.get("kind", row.kind))
             if "credentials" in changes:
                 changes["credentials"] = _merge_credentials(values["credentials"],
                                                             changes["credentials"])
-            spec = _spec({**values, **changes})
+            spec = _allowed(_spec({**values, **changes}), settings.policy)
             if spec.name != name and Q.name_taken(session, spec.name):
                 raise HTTPException(409, f"A device named {spec.name!r} exists already.")
             Q.write_device(row, spec)
@@ -504,16 +556,19 @@ def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
 def create_app(db: Database, *, frames_root: str | pathlib.Path | None = None,
                health: Callable[[], dict] | None = None, read_requires_key: bool = False,
                max_body_bytes: int = 1 << 20, anonymous_rate_per_min: int = 300,
-               clock: Callable[[], float] = time.monotonic) -> FastAPI:
+               clock: Callable[[], float] = time.monotonic,
+               policy: DevicePolicy | None = None) -> FastAPI:
     """The API over `db`: images served from `frames_root` (the FrameStore's root),
     `health` the live service's `health` method (if it runs in this process). `clock`
-    drives the rate limits (tests replace it)."""
+    drives the rate limits (tests replace it). `policy`: what device records may hold
+    (default: no internal address, no folder device, the default frame-size bounds)."""
     if max_body_bytes < 1 or anonymous_rate_per_min < 1:
         raise ValueError("max_body_bytes and anonymous_rate_per_min must be >= 1.")
     app = FastAPI(title="tlc_jax live API", version="1",
                   description=__doc__.split("\n\n")[0])
     root = None if frames_root is None else pathlib.Path(frames_root).resolve()
-    app.state.live = _Settings(db=db, frames_root=root, health=health)
+    app.state.live = _Settings(db=db, frames_root=root, health=health,
+                               policy=policy or DevicePolicy())
     auth.install(app, db, read_requires_key=read_requires_key,
                  anonymous_rate_per_min=anonymous_rate_per_min, clock=clock)
     app.include_router(router)

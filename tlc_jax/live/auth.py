@@ -127,6 +127,13 @@ def _authorise(request: Request, access: Access, token: str | None,
     _limit(access, f"key:{key_id}", rate)
     if needed is not None and not apikeys.allows(scopes, needed):
         raise HTTPException(403, f"This API key lacks the {needed!r} scope.")
+    request.state.api_scopes = scopes
+
+
+def allows(request: Request, needed: str) -> bool:
+    """Whether the request's (verified) API key has the scope `needed`; False without
+    a key. For endpoints whose rule depends on the body (folder devices need admin)."""
+    return apikeys.allows(getattr(request.state, "api_scopes", ()), needed)
 
 
 AccessRules = Annotated[Access, Depends(_access)]

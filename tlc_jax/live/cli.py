@@ -7,17 +7,25 @@
     python -m tlc_jax.live simulate --cameras N --workdir W
     python -m tlc_jax.live serve --workdir W [--port 8000]     # API + web interface
     python -m tlc_jax.live keys create NAME --scope write --workdir W
+    python -m tlc_jax.live fsck --workdir W [--repair]            # files vs rows
 
 The database is `--db URL` (sqlite:///... or postgresql://user:pass@host/db), or else
 SQLite at W/live.db. Frames go to W/frames/, the service's health to W/health.json.
+`run`, `serve` and `devices import` take the operator's device policy: `--allow` (internal
+addresses devices may reach), `--folder-root` (folders `folder` devices may read),
+`--max-frame-bytes` / `--max-frame-pixels` (the most a device may be set to); give
+them the same values.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import logging as std_logging
+import re
+import shutil
 import signal
 import sys
 import time
@@ -36,6 +44,64 @@ def _database(args, migrate: bool = True):
     else:
         raise SystemExit("Give --workdir (SQLite in it) or --db URL.")
     return open_database(url, migrate=migrate)
+
+
+def _policy(args):
+    """The operator's DevicePolicy from --allow, --folder-root, --max-frame-*."""
+    from tlc_jax.live.policy import DevicePolicy
+
+    return DevicePolicy.from_options(args.allow, args.folder_root, args.max_frame_bytes,
+                                     args.max_frame_pixels)
+
+
+ALLOW_HINT = ("Cameras on your own network must be allowed by name: --allow with an IP, a "
+              "CIDR network or a host name (e.g. --allow 127.0.0.1 for `simulate` cameras, "
+              "--allow 192.168.1.0/24, --allow camera.local); give serve and devices "
+              "import the same.")
+
+
+def _warn_refused_devices(database, policy) -> None:
+    """At start: the active devices this run's policy refuses (no DNS), with the fix."""
+    import sqlalchemy as sa
+
+    from tlc_jax.live.db import DeviceRow
+    from tlc_jax.live.registry import DeviceSpec, InvalidDevice
+
+    with database.session() as session:
+        rows = session.scalars(sa.select(DeviceRow).where(DeviceRow.active)).all()
+    refused = {}
+    for row in rows:
+        try:
+            problems = policy.problems(DeviceSpec.from_row(row))
+        except (InvalidDevice, ValueError, TypeError) as e:
+            problems = [str(e)]
+        if problems:
+            refused[row.name] = problems[0]
+    if not refused:
+        return
+    why = collections.Counter(
+        m.group(1) if (m := re.search(r"is refused \((\w+)\)", p)) else "invalid"
+        for p in refused.values())
+    examples = "; ".join(f"{name}: {p.split('; ')[0]}"
+                         for name, p in list(refused.items())[:3])
+    logging.warning("%d of %d active devices will be refused by this run (%s), e.g. "
+                    "%s.%s", len(refused), len(rows),
+                    ", ".join(f"{k}: {n}" for k, n in why.most_common()), examples,
+                    (" " + ALLOW_HINT) if set(why) - {"invalid", "metadata"} else "")
+
+
+def _warn_no_retention(database, frames: Path) -> None:
+    import sqlalchemy as sa
+
+    from tlc_jax.live.db import FrameRow
+
+    with database.session() as session:
+        stored = session.scalar(sa.select(sa.func.coalesce(sa.func.sum(FrameRow.size), 0)))
+    frames.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(frames).free
+    logging.warning("No retention limit is set: frames are kept until the disk is full "
+                    "(%s holds %.2f GB of frames; %.1f GB free). Set --max-store-gb "
+                    "and/or --max-age-days.", frames, stored / 1e9, free / 1e9)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -83,13 +149,19 @@ def cmd_run(args) -> int:
     config = ServiceConfig(
         max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
         refresh_s=args.refresh_s, allow=tuple(args.allow), role=args.role,
-        lease_s=args.lease_s,
+        folder_roots=tuple(args.folder_root), max_frame_bytes=args.max_frame_bytes,
+        max_frame_pixels=args.max_frame_pixels, lease_s=args.lease_s,
+        orphan_grace_s=args.orphan_grace_s,
         retention_max_bytes=None if args.max_store_gb is None
         else int(args.max_store_gb * 2**30),
         retention_max_age_s=None if args.max_age_days is None
         else args.max_age_days * 86400.0)
     service = LiveService(database, FrameStore(workdir / "frames"), analyzer, config,
                           health_path=workdir / "health.json")
+    if args.role != "analyzer":
+        _warn_refused_devices(database, service.policy)
+        if args.max_store_gb is None and args.max_age_days is None:
+            _warn_no_retention(database, workdir / "frames")
 
     async def main():
         stop = asyncio.Event()
@@ -112,7 +184,12 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
 async def _report(service, stop: asyncio.Event, every_s: float) -> None:
+    hinted = False
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), every_s)
@@ -122,12 +199,18 @@ async def _report(service, stop: asyncio.Event, every_s: float) -> None:
         c = h["counters"]
         latency = h["latency_s"] or {}
         logging.info("%d devices, %d failing | stored %d, predicted %d, unchanged %d, "
-                     "rejected %d, dropped %d | p50 %.3f s, p95 %.3f s",
+                     "rejected %d, dropped %d | latency p50 %s, p95 %s",
                      h["devices_polled"], len(h["failing"]), c.get("stored", 0),
                      c.get("predictions", 0), c.get("unchanged", 0),
                      sum(v for k, v in c.items() if k.startswith("rejected:")),
                      sum(v for k, v in c.items() if k.startswith("dropped:")),
-                     latency.get("p50", float("nan")), latency.get("p95", float("nan")))
+                     _seconds(latency.get("p50")), _seconds(latency.get("p95")))
+        forbidden = c.get("rejected:forbidden_address", 0)
+        if forbidden and not hinted:
+            hinted = True
+            logging.warning("%d fetch(es) refused as forbidden_address: the device's "
+                            "address is loopback, private or link-local (refused against "
+                            "request forgery). %s", forbidden, ALLOW_HINT)
 
 
 def cmd_serve(args) -> int:
@@ -146,7 +229,8 @@ def cmd_serve(args) -> int:
             return fleet_health(session)
 
     app = mount_web(create_app(database, frames_root=frames, health=health,
-                               read_requires_key=args.read_requires_key))
+                               read_requires_key=args.read_requires_key,
+                               policy=_policy(args)))
     logging.info("Serving the API and web interface of %r on http://%s:%d/ (frames from "
                  "%s).", database, args.host, args.port, frames)
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=args.proxy_headers,
@@ -192,15 +276,56 @@ def cmd_openapi(args) -> int:
 def cmd_devices_import(args) -> int:
     from tlc_jax.live import registry
 
+    policy = _policy(args)
     database = _database(args)
     try:
         with database.transaction() as session:
-            report = registry.import_csv(session, args.csv)
+            report = registry.import_csv(session, args.csv,
+                                         check=lambda spec: spec.check(policy))
     except (registry.InvalidDevice, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report)
     return 1 if report.errors else 0
+
+
+def cmd_fsck(args) -> int:
+    import sqlalchemy as sa
+
+    from tlc_jax.live import fsck
+    from tlc_jax.live.db import default_url, open_database
+    from tlc_jax.live.store import FrameStore
+
+    if not (args.db or args.workdir):
+        raise SystemExit("Give --workdir (SQLite in it) or --db URL.")
+    url = args.db or default_url(args.workdir)
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        print(f"error: no live database at {parsed.database} (give the --workdir or --db "
+              f"of the live system to check).", file=sys.stderr)
+        return 2
+    frames = Path(args.frames_root) if args.frames_root else (
+        Path(args.workdir) / "frames" if args.workdir else None)
+    if frames is None:
+        raise SystemExit("Give --frames-root (the frame store) with --db.")
+    database = open_database(url, migrate=False)
+    try:
+        if database.revision() is None:
+            print(f"error: no live database in {database!r} (no tables).", file=sys.stderr)
+            return 2
+        if not frames.is_dir():
+            print(f"error: no frame store at {frames} (--frames-root).", file=sys.stderr)
+            return 2
+        try:
+            report = fsck.check(database, FrameStore(frames), grace_s=args.grace_s,
+                                repair=args.repair, force=args.force)
+        except fsck.FsckRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    finally:
+        database.dispose()
+    print(json.dumps(report.as_dict(), indent=1) if args.json else report)
+    return 0 if report.clean or report.repaired else 1
 
 
 def cmd_devices_export(args) -> int:
@@ -295,6 +420,28 @@ def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="Database URL (default: SQLite in --workdir).")
 
 
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    """The operator's device policy (tlc_jax/live/policy.py)."""
+    from tlc_jax.live.policy import DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_PIXELS
+
+    p.add_argument("--allow", action="append", default=[],
+                   help="A network (CIDR), IP or host name that devices may be at although "
+                        "it is loopback / private / link-local (refused otherwise, against "
+                        "request forgery). Repeat or comma-separate; e.g. --allow "
+                        "127.0.0.1 for `simulate` cameras.")
+    p.add_argument("--folder-root", action="append", default=[], metavar="DIR",
+                   help="A folder whose images `folder` devices may read (repeatable). "
+                        "None by default: folder devices are refused (they read this "
+                        "machine's files). Through the API only admin keys create them.")
+    p.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES,
+                   help="The largest max_bytes a device may be set to (default "
+                        f"{DEFAULT_MAX_FRAME_BYTES}); larger settings are refused, and "
+                        "clamped by the run-time.")
+    p.add_argument("--max-frame-pixels", type=int, default=DEFAULT_MAX_FRAME_PIXELS,
+                   help="The largest max_pixels a device may be set to (default "
+                        f"{DEFAULT_MAX_FRAME_PIXELS}).")
+
+
 def positive(text: str) -> float:
     """An argument type: a number > 0 (argparse names it in errors: "invalid positive
     value")."""
@@ -337,13 +484,14 @@ def _add_run(sub) -> None:
     run.add_argument("--timeout-s", type=positive, default=10.0, help="Per fetch.")
     run.add_argument("--refresh-s", type=positive, default=5.0,
                      help="How often the device list is re-read from the database.")
-    run.add_argument("--allow", action="append", default=[],
-                     help="A network (CIDR), IP or host name that devices may be at although "
-                          "it is loopback / private / link-local (refused otherwise, against "
-                          "request forgery). Repeat or comma-separate; e.g. --allow "
-                          "127.0.0.1 for `simulate` cameras.")
-    run.add_argument("--max-store-gb", type=positive, help="Frame store size limit.")
+    _policy_args(run)
+    run.add_argument("--max-store-gb", type=positive,
+                     help="Frame store size limit (none by default: a warning says so).")
     run.add_argument("--max-age-days", type=positive, help="Delete frames older than this.")
+    run.add_argument("--orphan-grace-s", type=float, default=60.0,
+                     help="Frame files without a row (left by a killed process) are removed "
+                          "at start and every 10 minutes once older than this; 0 when this "
+                          "is the only process writing the frame store.")
     run.add_argument("--duration-s", type=positive,
                      help="Stop after this long (default: until Ctrl-C / SIGTERM).")
     run.add_argument("--report-every-s", type=positive, default=10.0,
@@ -365,6 +513,7 @@ def _add_serve(sub) -> None:
                             "X-Forwarded-For (per-address rate limits).")
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
                        help="Proxies trusted for --proxy-headers.")
+    _policy_args(serve)
     serve.set_defaults(func=cmd_serve)
 
 
@@ -400,6 +549,7 @@ def _add_devices(sub) -> None:
                                          "name); bad rows are listed with line numbers.")
     imp.add_argument("csv")
     _where(imp)
+    _policy_args(imp)
     imp.set_defaults(func=cmd_devices_import)
     exp = dsub.add_parser("export", help="Export devices to CSV.")
     exp.add_argument("csv")
@@ -443,12 +593,31 @@ def _add_simulate(sub) -> None:
     sim.set_defaults(func=cmd_simulate)
 
 
+def _add_fsck(sub) -> None:
+    check = sub.add_parser("fsck", help="Check that frame files and frame rows agree "
+                                        "(after a crash); --repair fixes.")
+    _where(check)
+    check.add_argument("--frames-root", help="The frame store (default: WORKDIR/frames).")
+    check.add_argument("--repair", action="store_true",
+                       help="Remove files without rows (older than --grace-s), rows "
+                            "without files and temporary files of interrupted writes.")
+    check.add_argument("--grace-s", type=float, default=60.0,
+                       help="Files without a row younger than this are left alone (a "
+                            "running process may be about to commit them).")
+    check.add_argument("--force", action="store_true",
+                       help="Repair even when the database has no frames at all and no "
+                            "file lies in a folder of its devices (another database?).")
+    check.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    check.set_defaults(func=cmd_fsck)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per `cmd_*` function, in the order of --help."""
     parser = argparse.ArgumentParser(prog="python -m tlc_jax.live", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_serve, _add_openapi, _add_keys, _add_devices, _add_simulate):
+    for add in (_add_run, _add_serve, _add_openapi, _add_keys, _add_devices, _add_simulate,
+                _add_fsck):
         add(sub)
     return parser
 

@@ -5,13 +5,18 @@ Kinds (register more with `@register_kind("name")`, nothing else changes):
   digest authentication;
 - `relay`: a frame served by an agency's server, URL template + API-key header;
 - `mjpeg`: the current frame of a `multipart/x-mixed-replace` stream;
-- `folder`: images in a local folder replayed in order (demos and tests).
+- `folder`: images in a local folder replayed in order (demos and tests); it reads only
+  under the folders the operator allows (`roots`, from `--folder-root`, set by
+  `tlc_jax.live.policy`; none by default, so nothing), symbolic links resolved.
 
 Every payload is checked before it is accepted: at most `max_bytes` are read (a larger
 one is rejected without being downloaded whole), and it must decode as an image of at
 most `max_pixels` (Pillow's decompression-bomb guard, made explicit). Rejections raise
 `FrameRejected` with a short machine-readable reason for the run-time's counters.
-Credentials are kept out of `repr` and of every error message.
+Credentials are kept out of `repr` and of every error message, and never written into
+a URL: a URL holding `user:password@` is refused (give them as credentials, which are
+stored apart and never returned). Kinds that fetch URLs list them in `urls()`, which
+`tlc_jax.live.policy` checks against the request-forgery allow-list.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import os
+import stat
+import string
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
@@ -110,6 +118,33 @@ def make_device(kind: str, name: str, **params: Any) -> Device:
         raise ValueError(f"Device {name!r} ({kind}): {e}") from None
 
 
+def _check_limits(device) -> None:
+    for key in ("max_bytes", "max_pixels"):
+        value = getattr(device, key, None)
+        if value is not None and not value >= 1:
+            raise ValueError(f"{key} must be >= 1; got {value}")
+
+
+def _check_url(url: str, field: str = "url", fix: str = "the username and password "
+               "credentials") -> None:
+    """ValueError if the URL holds a user name or password (they would be stored and
+    shown with the device's parameters). The message never repeats the URL."""
+    try:
+        userinfo = httpx.URL(url).userinfo
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return  # Not a URL at all: the policy's URL check says so.
+    if userinfo:
+        raise ValueError(f"{field} holds a user name or password (user:password@host); "
+                         f"remove them from it and give {fix} instead (stored apart, "
+                         f"never shown)")
+
+
+def _auth(username: str, password: str, kind: str):
+    if not username:
+        return None
+    return (httpx.BasicAuth if kind == "basic" else httpx.DigestAuth)(username, password)
+
+
 async def _read_limited(device: str, response: httpx.Response, max_bytes: int) -> bytes:
     """The body, or FrameRejected('oversized') as soon as it exceeds max_bytes."""
     length = response.headers.get("content-length")
@@ -164,13 +199,15 @@ class HttpSnapshot:
     def __post_init__(self):
         if self.auth not in ("basic", "digest"):
             raise ValueError(f"auth must be 'basic' or 'digest'; got {self.auth!r}.")
+        _check_limits(self)
+        _check_url(self.url)
+
+    def urls(self) -> list[str]:
+        return [self.url]
 
     async def fetch(self, client: httpx.AsyncClient) -> Frame:
-        auth = None
-        if self.username:
-            cls = httpx.BasicAuth if self.auth == "basic" else httpx.DigestAuth
-            auth = cls(self.username, self.password)
-        data = await _get(self.name, client, self.url, self.max_bytes, auth=auth)
+        data = await _get(self.name, client, self.url, self.max_bytes,
+                          auth=_auth(self.username, self.password, self.auth))
         return make_frame(self.name, data, self.max_pixels)
 
 
@@ -188,8 +225,20 @@ class Relay:
     max_pixels: int = DEFAULT_MAX_PIXELS
     kind: ClassVar[str]
 
+    def __post_init__(self):
+        _check_limits(self)
+        fields = [(f, c, s) for _, f, s, c in string.Formatter().parse(self.url_template)
+                  if f is not None]
+        if any(f != "device_id" or c or s for f, c, s in fields):
+            raise ValueError("url_template may hold no placeholder but {device_id} "
+                             "(write { and } as {{ and }})")
+        _check_url(self.urls()[0], "url_template", "the api_key credential")
+
+    def urls(self) -> list[str]:
+        return [self.url_template.format(device_id=self.device_id)]
+
     async def fetch(self, client: httpx.AsyncClient) -> Frame:
-        url = self.url_template.format(device_id=self.device_id)
+        url = self.urls()[0]
         headers = {self.api_key_header: self.api_key} if self.api_key else {}
         data = await _get(self.name, client, url, self.max_bytes, headers=headers)
         return make_frame(self.name, data, self.max_pixels)
@@ -203,12 +252,26 @@ class Mjpeg:
 
     name: str
     url: str
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    auth: str = "basic"  # "basic" or "digest", used when username is set.
     max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     kind: ClassVar[str]
 
+    def __post_init__(self):
+        if self.auth not in ("basic", "digest"):
+            raise ValueError(f"auth must be 'basic' or 'digest'; got {self.auth!r}.")
+        _check_limits(self)
+        _check_url(self.url)
+
+    def urls(self) -> list[str]:
+        return [self.url]
+
     async def fetch(self, client: httpx.AsyncClient) -> Frame:
-        async with _response(self.name, client, self.url) as response:
+        async with _response(self.name, client, self.url,
+                             auth=_auth(self.username, self.password,
+                                        self.auth)) as response:
             boundary = _boundary(self.name, response.headers.get("content-type", ""))
             data = await _first_part(self.name, response, boundary, self.max_bytes)
         return make_frame(self.name, data, self.max_pixels)
@@ -260,21 +323,66 @@ async def _first_part(device: str, response: httpx.Response, boundary: bytes,
 @register_kind("folder")
 @dataclasses.dataclass
 class Folder:
-    """Images of a local folder, one per fetch in name order, then from the start."""
+    """Images of a local folder, one per fetch in name order, then from the start.
+
+    It reads the server's own files, so it reads only under `roots`: the folders the
+    operator allows (`--folder-root`), which `tlc_jax.live.policy` sets on the device -
+    never a device record (empty by default: every path is refused). The folder and
+    each file are resolved (symbolic links followed) before the check, and the file
+    read is the resolved one."""
 
     name: str
     path: str
+    max_bytes: int = DEFAULT_MAX_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     kind: ClassVar[str]
+    roots: tuple[Path, ...] = dataclasses.field(default=(), init=False, repr=False,
+                                                compare=False)
     # Playback position: not part of the device's identity (edits are detected by equality).
     _next: int = dataclasses.field(default=0, repr=False, compare=False)
 
+    def __post_init__(self):
+        _check_limits(self)
+
+    def urls(self) -> list[str]:
+        return []
+
     async def fetch(self, client: httpx.AsyncClient | None = None) -> Frame:
-        files = sorted(p for p in Path(self.path).iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES)
+        data = await asyncio.to_thread(self._read_next)
+        return make_frame(self.name, data, self.max_pixels)
+
+    def _inside(self, path: Path, what: str) -> Path:
+        """The resolved path, or FrameRejected unless it is under an allowed root."""
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # Missing, or a loop of links.
+            raise FrameRejected(self.name, "missing_path", what) from None
+        if not any(resolved.is_relative_to(root) for root in self.roots):
+            raise FrameRejected(self.name, "forbidden_path",
+                                f"{what} is outside the folders allowed by --folder-root")
+        return resolved
+
+    def _read_next(self) -> bytes:
+        folder = self._inside(Path(self.path), "the folder")
+        try:
+            files = sorted(p for p in folder.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as e:
+            raise FrameRejected(self.name, "unreadable", type(e).__name__) from None
         if not files:
             raise FrameRejected(self.name, "empty_folder", self.path)
         path = files[self._next % len(files)]
         self._next += 1
-        data = await asyncio.to_thread(path.read_bytes)
-        return make_frame(self.name, data, self.max_pixels)
+        target = self._inside(path, path.name)
+        try:  # The resolved path, not following a link swapped in since.
+            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise FrameRejected(self.name, "unreadable", f"{path.name} is not a file")
+                data = f.read(self.max_bytes + 1)
+        except OSError as e:
+            raise FrameRejected(self.name, "unreadable", type(e).__name__) from None
+        if len(data) > self.max_bytes:
+            raise FrameRejected(self.name, "oversized", f"more than {self.max_bytes} bytes")
+        return data

@@ -11,6 +11,19 @@ CSV columns: `name`, `kind` (required), `latitude`, `longitude`, `city`, `region
 credentials `username`, `password`, `api_key`. Empty cells mean "not given"; on import,
 empty credential cells keep a device's stored credentials (so an export without
 credentials can be edited and imported back without wiping them).
+
+Formulas: a cell that a spreadsheet would run as a formula (its text starts with `=`,
+`+`, `-`, `@`, a tab or a carriage return) is exported with a single quote in front
+(OWASP's rule against CSV injection), and so is a cell that starts with a quote; a
+plain decimal number (`-86.9`, `1e-05`) is exported as it is, since no spreadsheet runs
+it. Importing removes that one quote again, from cells that start with a quote
+followed by one of those characters (or by a quote) and are not plain numbers: an
+export imports back exactly (`csv_escape` / `csv_unescape`). A hand-written cell meant
+to start with `'=` (or `''`) needs one more quote.
+
+The operator's `DevicePolicy` (tlc_jax.live.policy: allowed addresses, folder roots,
+frame-size bounds) is checked by the callers that write records users send: the API
+and `devices import` (`import_csv(..., check=...)`).
 """
 
 from __future__ import annotations
@@ -20,8 +33,8 @@ import dataclasses
 import io
 import math
 import os
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+import re
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 from absl import logging
@@ -37,6 +50,27 @@ METADATA = ("name", "kind", "latitude", "longitude", "city", "region", "country"
 EARTH_RADIUS_KM = 6371.0088  # Mean radius (IUGG).
 MAX_NAME = 200
 MIN_INTERVAL_S = 0.05
+# Cells a spreadsheet runs as formulas start with one of these (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # Never a formula.
+
+
+def csv_escape(text: str) -> str:
+    """The cell as exported: a quote in front of text a spreadsheet would run as a
+    formula, or that starts with a quote itself (so that import can tell them apart);
+    plain numbers as they are."""
+    if text.startswith(FORMULA_STARTS + ("'",)) and not NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def csv_unescape(text: str) -> str:
+    """The inverse of `csv_escape` (csv_unescape(csv_escape(t)) == t for every t)."""
+    rest = text[1:]
+    if text.startswith("'") and rest.startswith(FORMULA_STARTS + ("'",)) \
+            and not NUMBER.fullmatch(rest):
+        return rest
+    return text
 
 
 class InvalidDevice(ValueError):
@@ -72,10 +106,20 @@ class DeviceSpec:
                    row.latitude, row.longitude, row.city, row.region, row.country,
                    row.sector, row.poll_interval_s, row.active)
 
+    def check(self, policy) -> None:
+        """InvalidDevice listing what the operator's `DevicePolicy` does not allow."""
+        problems = policy.problems(self)
+        if problems:
+            raise InvalidDevice(f"Device {self.name!r}: " + "; ".join(problems) + ".")
+
     @classmethod
-    def from_strings(cls, cells: dict[str, str]) -> "DeviceSpec":
-        """From text cells (a CSV row, command-line arguments); empty means not given."""
-        cells = {k.strip(): (v or "").strip() for k, v in cells.items() if k}
+    def from_strings(cls, cells: dict[str, str], *, csv_escaped: bool = False
+                     ) -> "DeviceSpec":
+        """From text cells (a CSV row, command-line arguments); empty means not given.
+        `csv_escaped`: the cells come from a CSV file (`csv_unescape` after stripping
+        the surrounding white space)."""
+        unescape = csv_unescape if csv_escaped else (lambda text: text)
+        cells = {k.strip(): unescape((v or "").strip()) for k, v in cells.items() if k}
         problems: list[str] = []
         kind = cells.get("kind", "")
         fields = _kind_fields(kind)
@@ -147,18 +191,25 @@ def _problems(spec: DeviceSpec) -> list[str]:
             or "/" in spec.name):
         problems.append(f"name must be 1-{MAX_NAME} printable characters without '/' "
                         f"(it is part of API paths)")
+    elif spec.name in (".", ".."):
+        problems.append("name must not be '.' or '..' (API paths could not reach the "
+                        "device)")
     if spec.kind not in KINDS:
         problems.append(f"unknown kind {spec.kind!r} (known: {', '.join(sorted(KINDS))})")
     else:
-        fields = _kind_fields(spec.kind)
-        unknown = sorted(set(spec.params) - set(fields))
+        fields = {k: v for k, v in _kind_fields(spec.kind).items() if k not in CREDENTIALS}
+        misplaced = sorted(set(spec.params) & set(CREDENTIALS))
+        if misplaced:  # They would be stored and shown with the parameters.
+            problems.append(f"{', '.join(misplaced)} are credentials: give them with the "
+                            f"credentials, not the parameters")
+        unknown = sorted(set(spec.params) - set(fields) - set(CREDENTIALS))
         if unknown:
             problems.append(f"{', '.join(unknown)} not parameters of kind {spec.kind} "
                             f"(its parameters: {', '.join(sorted(fields))})")
         secrets = sorted(set(spec.credentials) - set(CREDENTIALS))
         if secrets:
             problems.append(f"unknown credentials {', '.join(secrets)}")
-        if not unknown and not secrets:
+        if not unknown and not secrets and not misplaced:
             try:
                 spec.device()
             except (ValueError, TypeError) as e:
@@ -220,10 +271,16 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def read_csv(path: str | os.PathLike) -> tuple[list[DeviceSpec], list[tuple[int, str]]]:
-    """Valid specs and (line, problem) for every refused row."""
+Check = Callable[[DeviceSpec], None]  # Raises InvalidDevice for a refused record.
+
+
+def read_csv(path: str | os.PathLike, check: Check | None = None
+             ) -> tuple[list[DeviceSpec], list[tuple[int, str]]]:
+    """Valid specs and (line, problem) for every refused row (invalid, or refused by
+    `check`, e.g. the operator's policy)."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as f:  # Keeps a CR in a cell.
+            text = f.read()
     except UnicodeDecodeError as e:
         raise InvalidDevice(f"{path} is not UTF-8 text (byte {e.start}); save the CSV as "
                             f"UTF-8.") from None
@@ -250,7 +307,9 @@ def read_csv(path: str | os.PathLike) -> tuple[list[DeviceSpec], list[tuple[int,
         if not any((v or "").strip() for v in row.values()):
             continue  # Blank line.
         try:
-            spec = DeviceSpec.from_strings(row)
+            spec = DeviceSpec.from_strings(row, csv_escaped=True)
+            if check is not None:
+                check(spec)
         except InvalidDevice as e:
             errors.append((start, str(e)))
             continue
@@ -263,9 +322,11 @@ def read_csv(path: str | os.PathLike) -> tuple[list[DeviceSpec], list[tuple[int,
     return specs, errors
 
 
-def import_csv(session: orm.Session, path: str | os.PathLike) -> ImportReport:
-    """Imports every valid row (one transaction); bad rows are reported by line."""
-    specs, errors = read_csv(path)
+def import_csv(session: orm.Session, path: str | os.PathLike, *,
+               check: Check | None = None) -> ImportReport:
+    """Imports every valid row (one transaction); bad rows, and rows `check` refuses,
+    are reported by line."""
+    specs, errors = read_csv(path, check)
     created, updated = upsert(session, specs)
     return ImportReport(created, updated, errors)
 
@@ -281,26 +342,36 @@ def export_csv(session: orm.Session, path: str | os.PathLike, *,
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, header)
             writer.writeheader()
-            for spec in specs:
-                writer.writerow(spec.cells(include_credentials))
+            for spec in specs:  # Formulas neutralised (see the module's docstring).
+                writer.writerow({k: csv_escape(v) for k, v in
+                                 spec.cells(include_credentials).items()})
     return len(specs)
 
 
 # ---------------------------------------------------------------------------- reads
 
 
-def runtime_devices(session: orm.Session) -> dict[str, tuple[Device, float]]:
-    """Active devices as the run-time wants them (name -> (device, interval)). A row
-    edited into an invalid state is logged and left out, never crashes the run-time."""
-    return runtime_devices_of(session.scalars(sa.select(DeviceRow).where(DeviceRow.active)))
+def runtime_devices(session: orm.Session, policy=None) -> dict[str, tuple[Device, float]]:
+    """Active devices as the run-time wants them (name -> (device, interval)), confined
+    by the operator's `DevicePolicy` (folder roots, frame-size bounds; the default
+    policy if None). A row edited into an invalid state is logged and left out, never
+    crashes the run-time."""
+    return runtime_devices_of(session.scalars(sa.select(DeviceRow).where(DeviceRow.active)),
+                              policy)
 
 
-def runtime_devices_of(rows: Iterable[DeviceRow]) -> dict[str, tuple[Device, float]]:
+def runtime_devices_of(rows: Iterable[DeviceRow], policy=None
+                       ) -> dict[str, tuple[Device, float]]:
     """`runtime_devices` of the given rows."""
+    if policy is None:
+        from tlc_jax.live.policy import DevicePolicy
+
+        policy = DevicePolicy()
     out = {}
     for row in rows:
         try:
-            out[row.name] = (DeviceSpec.from_row(row).device(), row.poll_interval_s)
+            out[row.name] = (policy.confine(DeviceSpec.from_row(row).device()),
+                             row.poll_interval_s)
         except (InvalidDevice, ValueError, TypeError) as e:
             logging.log_every_n_seconds(logging.WARNING, "Skipping device %s: %s", 60,
                                         row.name, e)

@@ -9,7 +9,16 @@ predictions in the database, in one asyncio process.
   `dropped:analyzer`), so a slow disk or a slow model never grows memory.
 - The writer stores a batch of frames and inserts their rows in one transaction; a row
   is inserted only after its file is complete, and retention removes rows before files,
-  so no row ever points at a missing or half-written file.
+  so no row ever points at a missing or half-written file. Retention goes by the
+  committed rows (oldest `captured_at` first), never by the files on disk, which include
+  frames whose rows are not committed yet.
+- A process killed between a file and its row's commit leaves a file without a row:
+  processes that store frames reconcile the store with the database at start-up and
+  every `reconcile_every_s` (`tlc_jax.live.fsck`: such files older than
+  `orphan_grace_s` removed, rows without files removed).
+- Devices are confined by the operator's `DevicePolicy` (tlc_jax.live.policy): the
+  allow-list for their addresses, the folders `folder` devices may read, frame-size
+  bounds.
 - The analyzer classifies frames from all devices together (fixed, pre-compiled batch
   sizes) and inserts the top-k predictions of a batch in one transaction, under the model
   version registered at start.
@@ -36,10 +45,12 @@ import sqlalchemy as sa
 from absl import logging
 
 from tlc_jax.fileio import write_json_atomic
-from tlc_jax.live import leases, registry, ssrf
+from tlc_jax.live import fsck, leases, registry, ssrf
 from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow
 from tlc_jax.live.leases import DeviceLeases, FrameClaims
 from tlc_jax.live.devices import Frame
+from tlc_jax.live.policy import (DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_FRAME_PIXELS,
+                                 DevicePolicy)
 from tlc_jax.live.runtime import LatestFrameQueue, Runtime
 from tlc_jax.live.store import FrameStore
 
@@ -61,6 +72,12 @@ class ServiceConfig:
     # host names, e.g. ("10.1.2.0/24", "camera.local"). Everything else private is
     # refused (counted as rejected:forbidden_address).
     allow: tuple[str, ...] = ()
+    # Folders `folder` devices may read (none: every folder device is refused), and the
+    # largest frame (bytes, pixels) a device may be configured for (larger settings
+    # are clamped). See tlc_jax/live/policy.py.
+    folder_roots: tuple[str, ...] = ()
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
     ingest_queue: int = 2048  # Fetched frames waiting to be stored (oldest dropped).
     analyzer_queue: int = 512  # Stored frames waiting to be classified (oldest dropped).
     write_batch: int = 64  # Frames stored per database transaction, at most.
@@ -68,6 +85,10 @@ class ServiceConfig:
     retention_max_bytes: int | None = None  # Frame store size limit.
     retention_max_age_s: float | None = None  # Frames older than this are deleted.
     retention_every_s: float = 60.0
+    # Files without a row younger than this are left by reconciliation (another process
+    # sharing the store may be about to commit them); 0 when one process writes it.
+    orphan_grace_s: float = 60.0
+    reconcile_every_s: float = 600.0
     health_every_s: float = 5.0
     latency_window: int = 10_000  # Latest frame-to-prediction latencies kept.
     # What this process does (several processes share devices and frames through the
@@ -85,6 +106,14 @@ class ServiceConfig:
         if not self.refresh_s * 2 < self.lease_s:
             raise ValueError(f"refresh_s ({self.refresh_s}) must be under half of lease_s "
                              f"({self.lease_s}): leases are renewed at each refresh.")
+        if not self.orphan_grace_s >= 0:
+            raise ValueError(f"orphan_grace_s must be >= 0; got {self.orphan_grace_s}.")
+
+    def policy(self) -> DevicePolicy:
+        """The operator's device policy these settings describe (ValueError names a
+        bad --allow item or --folder-root)."""
+        return DevicePolicy.from_options(self.allow, self.folder_roots,
+                                         self.max_frame_bytes, self.max_frame_pixels)
 
 
 class LiveService:
@@ -92,6 +121,7 @@ class LiveService:
                  config: ServiceConfig = ServiceConfig(), *,
                  health_path: str | os.PathLike | None = None, seed: int = 0):
         self.db, self.store, self.analyzer, self.config = db, store, analyzer, config
+        self.policy = config.policy()
         if config.role == "analyzer" and analyzer is None:
             raise ValueError("role 'analyzer' needs an analyzer (a --checkpoint).")
         if config.role == "runtime":
@@ -135,16 +165,18 @@ class LiveService:
             n = max(1, -(-c.max_concurrency // c.connections_per_client))
             limits = httpx.Limits(max_connections=c.connections_per_client,
                                   max_keepalive_connections=c.connections_per_client)
-            allow = ssrf.AllowList.parse(c.allow)
-            clients = [ssrf.guarded_client(allow, limits=limits, follow_redirects=False)
-                       for _ in range(n)]
+            clients = [ssrf.guarded_client(self.policy.allow, limits=limits,
+                                           follow_redirects=False) for _ in range(n)]
+        if self.config.role != "analyzer":  # Before this process writes any frame.
+            await asyncio.to_thread(self.reconcile)
         self.started_at = time.time()
         self._writer_done = asyncio.Event()
         stages = [self._retention(stop), self._health_loop(stop)]
         if self.config.role == "analyzer":
             stages.append(self._claimer(stop))
         else:
-            stages += [self.runtime.run(clients, stop), self._writer(stop)]
+            stages += [self.runtime.run(clients, stop), self._writer(stop),
+                       self._reconcile_loop(stop)]
             if self.analyzer is not None:
                 stages.append(self._classifier(stop))
         try:
@@ -249,6 +281,19 @@ class LiveService:
             except asyncio.TimeoutError:
                 pass
 
+    async def _reconcile_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), self.config.reconcile_every_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await asyncio.to_thread(self.reconcile)
+            except Exception as e:  # noqa: BLE001 - a database hiccup is not fatal.
+                logging.error("Reconciling the frame store failed: %s: %s",
+                              type(e).__name__, e)
+
     async def _health_loop(self, stop: asyncio.Event) -> None:
         """Every health_every_s: the snapshot into the `workers` table (for the API of
         any host) and, if asked, into a JSON file."""
@@ -270,7 +315,7 @@ class LiveService:
         with self.db.session() as session:
             rows = session.scalars(sa.select(DeviceRow).where(
                 DeviceRow.id.in_(lease.held), DeviceRow.active)).all()
-            devices = registry.runtime_devices_of(rows)
+            devices = registry.runtime_devices_of(rows, self.policy)
             names = {r.id: r.name for r in rows}
             if lease.acquired:
                 hashes = leases.last_hashes(session, sorted(lease.acquired))
@@ -360,18 +405,75 @@ class LiveService:
             self.classify_frames(items)
         return len(rows)
 
-    def enforce_retention(self) -> int:
+    def enforce_retention(self, now: float | None = None) -> int:
+        """Deletes the committed frames older than retention_max_age_s, then the oldest
+        until the committed frames' total size fits retention_max_bytes: rows first,
+        then files. Only committed rows are considered, so the file of a frame whose
+        row is still being inserted is never touched."""
         c = self.config
-        paths = self.store.expired(max_bytes=c.retention_max_bytes,
-                                   max_age_s=c.retention_max_age_s)
-        for start in range(0, len(paths), 500):  # Rows first, then files.
-            chunk = paths[start:start + 500]
+        doomed = self._expired(c.retention_max_bytes, c.retention_max_age_s,
+                               time.time() if now is None else now)
+        for start in range(0, len(doomed), 500):  # Rows first, then files.
+            chunk = doomed[start:start + 500]
             with self.db.transaction() as session:
-                session.execute(sa.delete(FrameRow).where(FrameRow.path.in_(chunk)))
-            for p in chunk:
-                self.store.delete(p)
-        self.counters["retention_deleted"] += len(paths)
-        return len(paths)
+                session.execute(sa.delete(FrameRow).where(
+                    FrameRow.id.in_([i for i, _ in chunk])))
+            for _, path in chunk:
+                self.store.delete(path)
+        self.counters["retention_deleted"] += len(doomed)
+        return len(doomed)
+
+    def _expired(self, max_bytes: int | None, max_age_s: float | None,
+                 now: float) -> list[tuple[int, str]]:
+        """(id, path) of the committed frames retention deletes, oldest first."""
+        out: list[tuple[int, str]] = []
+        order = (FrameRow.captured_at, FrameRow.id)
+        with self.db.session() as session:
+            young = sa.true()
+            if max_age_s is not None:
+                young = FrameRow.captured_at >= now - max_age_s
+                out += session.execute(sa.select(FrameRow.id, FrameRow.path).where(
+                    sa.not_(young)).order_by(*order)).all()
+            if max_bytes is None:
+                return out
+            excess = session.scalar(sa.select(sa.func.coalesce(
+                sa.func.sum(FrameRow.size), 0)).where(young)) - max_bytes
+            after = sa.true()
+            while excess > 0:  # Oldest first, a page at a time.
+                page = session.execute(sa.select(
+                    FrameRow.id, FrameRow.path, FrameRow.size, FrameRow.captured_at)
+                    .where(young, after).order_by(*order).limit(1000)).all()
+                if not page:
+                    break
+                for frame_id, path, size, _ in page:
+                    if excess <= 0:
+                        break
+                    out.append((frame_id, path))
+                    excess -= size
+                last_id, _, _, last_at = page[-1]
+                after = sa.or_(FrameRow.captured_at > last_at, sa.and_(
+                    FrameRow.captured_at == last_at, FrameRow.id > last_id))
+        return out
+
+    def reconcile(self) -> fsck.FsckReport | None:
+        """Removes files without rows (older than orphan_grace_s), rows without files
+        and temporary files of interrupted writes (tlc_jax.live.fsck); logs what it
+        found."""
+        try:
+            report = fsck.check(self.db, self.store, grace_s=self.config.orphan_grace_s,
+                                repair=True)
+        except fsck.FsckRefused as e:
+            logging.warning("Not reconciling the frame store: %s", e)
+            return None
+        for name, found in (("orphan_files", report.orphan_files),
+                            ("rows_without_files", report.missing_files),
+                            ("temp_files", report.temp_files)):
+            if found:
+                self.counters[f"fsck:{name}_removed"] += len(found)
+        if not report.clean:
+            logging.warning("Reconciled the frame store with the database (after a crash?):"
+                            "\n%s", report)
+        return report
 
     # ------------------------------------------------------------------ health
 

@@ -1,9 +1,15 @@
 """Frame storage on disk: atomic writes and retention by total size and by age.
 
 `FrameStore` is the default store; anything with the same `put` / `read` / `delete` /
-`expired` methods can replace it in the live service (an object store, say). A frame
-is written under a temporary name and renamed into place, so a path handed out always
-holds a whole file. Paths are relative to the store's root: `<device>/<YYYYmmdd>/<time>-<hash>.<ext>`.
+`files` methods (and a `root`, for `tlc_jax.live.fsck`) can replace it in the live
+service (an object store, say). A frame is written under a temporary name and renamed
+into place, so a path handed out always holds a whole file. Paths are relative to the
+store's root: `<device>/<YYYYmmdd>/<time>-<hash>.<ext>`.
+
+`expired` / `enforce_retention` look at the files alone: right for a store nothing else
+indexes. The live service does not use them: a file is written before its frame's row
+is committed, so the files on disk include frames not committed yet, and retention
+there goes by the committed rows (`LiveService.enforce_retention`).
 """
 
 from __future__ import annotations
@@ -32,9 +38,14 @@ class FrameStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def folder_of(device: str) -> str:
+        """The top folder of a device's frames: a safe name (no hidden or ".." names)."""
+        return _SAFE.sub("_", device).lstrip(".") or "_"
+
     def put(self, frame: Frame) -> str:
         """Writes the frame's bytes; returns the path relative to the root."""
-        device = _SAFE.sub("_", frame.device).lstrip(".") or "_"  # No hidden or ".." names.
+        device = self.folder_of(frame.device)
         stamp = time.strftime("%Y%m%d", time.gmtime(frame.captured_at))
         ext = ".png" if frame.data.startswith(b"\x89PNG") else ".jpg"
         name = f"{frame.captured_at:.6f}-{frame.sha256[:16]}{ext}"
