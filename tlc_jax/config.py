@@ -33,6 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.root = ""  # Folder with the dataset's files ("" for digits / synthetic).
     c.data.download = False  # Fetch missing archives from the official URL (CIFAR).
     c.data.image_size = 32  # Side (px) folder / digits images are resized to (0: native).
+    c.data.resize_to = 0  # Side (px) every chosen image (any dataset) is then resized to,
+    #   bilinear, e.g. 28 px Fashion-MNIST up for an ImageNet network; 0 = as loaded.
     c.data.exclude_classes = ()  # Image-folder class names to leave out.
     c.data.skip_corrupt = False  # Skip (and log) undecodable images instead of failing.
     c.data.cache_dir = ""  # Cache decoded image folders here as arrays ("" = no cache).
@@ -209,7 +211,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if not 0 <= c.data[field] < 1:
             raise ValueError(f"config.data.{field} must lie in [0, 1); got "
                              f"{c.data[field]}.")
-    for field in ("n_max", "min_contrast_per_class"):
+    for field in ("n_max", "min_contrast_per_class", "resize_to"):
         if c.data[field] < 0:
             raise ValueError(f"config.data.{field} must be >= 0; got {c.data[field]}.")
     if c.model.pretrained == "imagenet":

@@ -1,6 +1,7 @@
 """Experiment configs: load, lock, take arguments, document every field, build data."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from tlc_jax.config import parse_arg
 from tlc_jax.data import longtail_counts
-from tlc_jax.data.prepare import prepare
+from tlc_jax.data.prepare import SPLIT_FILE, prepare
 
 from helpers import write_cifar10, write_idx
 
@@ -119,3 +120,53 @@ def test_fashion_mnist_lt_config_builds_from_idx_files(tmp_path):
     default = load(ROOT / "configs/fashion_mnist_lt.py")
     assert default.data.root == "/usr/share/datasets/fashion-mnist"
     assert (default.data.imbalance_ratio, default.data.n_max) == (100.0, 6000)
+
+
+def test_fashion_mnist_lt_transfer_protocol(tmp_path):
+    """The transfer config: the same data split as fashion_mnist_lt for a seed, grey
+    upsampled to RGB `size` px, Lite0 from ImageNet with warm-up and two frozen
+    stages in the same epochs; pretrained=false trains the same network as the
+    from-scratch DenseNet is trained."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 800), ("t10k", 70)):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), n // 10)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    transfer = load(ROOT / "configs/fashion_mnist_lt_transfer.py",
+                    f"ratio=10,root={tmp_path},seed=3,size=40")
+    plain = load(ROOT / "configs/fashion_mnist_lt.py", f"ratio=10,root={tmp_path},seed=3")
+    for c in (transfer, plain):
+        c.unlock()
+        c.data.n_max = 70
+    a = prepare(transfer.data, 3, tmp_path / "a")
+    b = prepare(plain.data, 3, tmp_path / "b")
+    assert (json.loads((tmp_path / "a" / SPLIT_FILE).read_text())
+            == json.loads((tmp_path / "b" / SPLIT_FILE).read_text()))
+    assert a.train.images.shape[1:] == (40, 40, 3) and a.test.images.shape[1:] == (40, 40, 3)
+    np.testing.assert_array_equal(a.train.images[..., 0], a.train.images[..., 2])
+    assert abs(float(a.train.images.mean()) - float(b.train.images.mean())) < 2.0
+    assert (transfer.model.name, transfer.model.pretrained) == ("efficientnet_lite0",
+                                                                "imagenet")
+    assert (transfer.warmup.enabled, transfer.warmup.epochs + transfer.train.epochs,
+            transfer.train.frozen_stages) == (True, 10, 2)
+    scratch = load(ROOT / "configs/fashion_mnist_lt_transfer.py", "pretrained=false")
+    assert (scratch.model.pretrained, scratch.warmup.enabled, scratch.train.epochs,
+            scratch.train.frozen_stages, scratch.train.learning_rate) == (
+        "", False, 10, 0, plain.train.learning_rate)
+
+
+def test_fit_size_resizes_bilinearly_and_keeps_what_it_should():
+    from tlc_jax.data import ImageDataset
+    from tlc_jax.data.prepare import fit_size
+
+    ramp = np.tile(np.linspace(0, 250, 8).astype(np.uint8)[None, :, None], (8, 1, 1))
+    ds = ImageDataset(images=np.stack([ramp, np.full((8, 8, 1), 77, np.uint8)]),
+                      labels=np.array([0, 1]), class_names=("a", "b"))
+    assert fit_size(ds, 0) is ds and fit_size(ds, 8) is ds
+    big = fit_size(ds, 20)
+    assert big.images.shape == (2, 20, 20, 1) and big.images.dtype == np.uint8
+    assert (big.images[1] == 77).all()  # A flat image stays flat.
+    row = big.images[0, 10, :, 0].astype(int)
+    assert (np.diff(row) >= 0).all() and row[0] < 20 and row[-1] > 230  # Still a ramp.
+    np.testing.assert_array_equal(big.labels, ds.labels)

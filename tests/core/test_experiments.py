@@ -313,7 +313,7 @@ def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
 
 def test_grid_files_of_the_project_load():
     for name in ("tiny", "digits_ablation", "fashion_mnist_lt", "cifar10_lt",
-                 "cifar100_lt"):
+                 "cifar100_lt", "fashion_mnist_lt_transfer"):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")

@@ -5,7 +5,8 @@
 The order is fixed: the test set first (the source's own, or a stratified, balanced
 share held out before anything else), then the long tail cut from what remains, then
 the contrast set carved from the long-tailed training data (every class keeps at least
-`min_contrast_per_class` contrast images and one training image).
+`min_contrast_per_class` contrast images and one training image). The chosen images are
+then resized to `resize_to` (if set) and their channels fitted to the model's.
 
 The chosen indices go to `workdir/data_split.json` - the one split-file format:
     {"source_size": N, "train": [...], "contrast": [...],
@@ -51,6 +52,22 @@ def fit_channels(ds: ImageDataset, channels: int) -> ImageDataset:
                      f"Set config.data.channels={have}.")
 
 
+def fit_size(ds: ImageDataset, side: int) -> ImageDataset:
+    """Every image resized (bilinear, PIL) to side x side; unchanged when `side` is 0
+    or the images already have that size."""
+    if not side or ds.images.shape[1:3] == (side, side):
+        return ds
+    from PIL import Image
+
+    grey = ds.images.shape[-1] == 1
+    out = np.empty((len(ds), side, side, ds.images.shape[-1]), np.uint8)
+    for i, image in enumerate(ds.images):
+        resized = Image.fromarray(image[..., 0] if grey else image).resize(
+            (side, side), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(resized).reshape(side, side, -1)
+    return dataclasses.replace(ds, images=out)
+
+
 def _held_out_test(cfg: Any, source_ds: ImageDataset, seed: int):
     """(test set, its indices into the source, the indices left in play)."""
     if cfg.test_fraction <= 0:
@@ -87,7 +104,7 @@ def prepare(cfg: Any, seed: int, workdir: str | Path) -> Splits:
         "source_size": len(source_ds), "train": train_idx.tolist(),
         "contrast": contrast_idx.tolist(),
         "test": test_idx if isinstance(test_idx, str) else test_idx.tolist()})
-    return Splits(*(fit_channels(ds, cfg.channels) for ds in
+    return Splits(*(fit_channels(fit_size(ds, cfg.resize_to), cfg.channels) for ds in
                     (source_ds.subset(train_idx), source_ds.subset(contrast_idx), test)))
 
 
