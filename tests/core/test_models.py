@@ -270,3 +270,35 @@ def test_cosine_head_matches_torch_normed_linear():
 def test_unknown_head_is_refused():
     with pytest.raises(ValueError, match="Unknown head 'normed'; valid heads: linear, cosine"):
         create_model("densenet_bc", depth=10, growth_rate=4, head="normed")
+
+
+@pytest.mark.parametrize("name,size,kwargs", [
+    ("densenet_bc", 16, dict(depth=16, growth_rate=12)),
+    ("efficientnet_lite0", 32, {}),
+])
+def test_a_fully_frozen_backbone_costs_no_backward_pass(name, size, kwargs):
+    """The warm-up stage trains the head on a frozen backbone: its gradient must cost
+    what the forward pass costs (XLA's compiled FLOP count), the backward pass through
+    the backbone pruned by the stop-gradient - not the 3x or more of a full step."""
+    model = create_model(name, num_classes=10, **kwargs)
+    x = jnp.zeros((2, size, size, 3))
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+
+    def forward(params, stats):
+        return model.apply({"params": params, "batch_stats": stats}, x).sum()
+
+    def loss(params, stats, frozen):
+        out, _ = model.apply({"params": params, "batch_stats": stats}, x, train=True,
+                             frozen_stages=frozen, mutable=["batch_stats"])
+        return out.sum()
+
+    def flops(fn, *static):
+        compiled = jax.jit(fn, static_argnums=(2,) if static else ()).lower(
+            v["params"], v["batch_stats"], *static).compile()
+        return compiled.cost_analysis()["flops"]
+
+    forward_flops = flops(forward)
+    warmup = flops(jax.grad(loss), model.num_stages)
+    full = flops(jax.grad(loss), 0)
+    assert warmup <= 1.05 * forward_flops, (warmup, forward_flops)
+    assert full > 2.5 * forward_flops, (full, forward_flops)
