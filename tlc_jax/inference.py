@@ -11,6 +11,7 @@ pipeline or its optimizer:
     probabilities, classes = predict(run.variables, images_uint8_nhwc)
 
 The live analyzer uses this; so does transfer from an earlier run (`restore_state`).
+`save_run` writes weights trained elsewhere (ImageNet's, say) as such a folder.
 """
 
 from __future__ import annotations
@@ -128,3 +129,21 @@ def make_predict(model: nn.Module, top_k: int) -> Callable:
         return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32)), top_k)
 
     return jax.jit(predict)
+
+
+def save_run(workdir: str | Path, spec: ModelSpec, variables: dict, step: int = 0) -> Path:
+    """Writes `variables` ({"params", "batch_stats"}) of the network `spec` describes as
+    a run folder - model.json and one checkpoint - that `load_run`, the live analyzer
+    and `--config.model.pretrained=<folder>` read like a trained run's. For serving or
+    transferring weights that were not trained here (e.g. ImageNet weights from
+    tlc_jax.pretrained). The folder must not hold a checkpoint of that step yet."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec.write(workdir)
+    state = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    options = ocp.CheckpointManagerOptions(create=True)
+    with ocp.CheckpointManager((workdir / CHECKPOINT_DIR).absolute(),
+                               options=options) as mngr:
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+        mngr.wait_until_finished()
+    return workdir

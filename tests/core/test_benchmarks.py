@@ -4,8 +4,11 @@ A smoke test, not a timed test: figures depend on the machine and its load, so o
 the table's shape is checked (the full run's figures live in docs/BENCHMARKS.md).
 """
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 ROWS = (
     "1a. QuotaSampler.next_batch() + numpy gather",
@@ -39,3 +42,24 @@ def test_quick_benchmark_prints_every_row():
         assert float(figure.replace(",", "")) > 0, row
         assert unit in ("images/s", "s", "ms"), row
         assert met in (("yes", "no") if target != "-" else ("-",)), row
+
+
+def test_cpu_speed_quick_runs_both_sides_and_reports_the_machine(tmp_path, capsys):
+    """`python -m tlc_jax.benchmarks.cpu_speed --quick` (no timing is asserted)."""
+    import json as json_module
+
+    from tlc_jax.benchmarks import cpu_speed
+
+    result = cpu_speed.main(["--quick", "--steps=1", f"--out={tmp_path / 'speed.json'}"])
+    rows = result["rows"]
+    assert [r["kind"] for r in rows] == ["train", "eval"]
+    for row in rows:
+        assert row["jax_img_s"] > 0
+        if "torch_img_s" in row:
+            assert row["ratio"] == pytest.approx(row["jax_img_s"] / row["torch_img_s"])
+    saved = json_module.loads((tmp_path / "speed.json").read_text())
+    assert saved["rows"] == json_module.loads(json_module.dumps(rows))
+    assert saved["machine"]["cores"] == os.cpu_count()
+    out = capsys.readouterr().out
+    assert "| row | JAX img/s | PyTorch img/s | JAX / PyTorch |" in out
+    assert "| eval efficientnet_lite0 32px b2 |" in out

@@ -58,7 +58,7 @@ def total_estimate(t: dict[str, int]) -> int:
 
 
 def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
-                   flops: bool = True) -> dict[str, float]:
+                   flops: bool = True, channels: int = 3) -> dict[str, float]:
     """Times the trainer's train step (`tlc_jax.step.make_train_step`) on `net`.
 
     The step as training runs it: uint8 images normalised on the device, train-mode
@@ -74,7 +74,7 @@ def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
     from tlc_jax.preprocess import model_input
     from tlc_jax.step import StepConfig, init_state, make_optimizer, make_train_step
     key_x, key_init, key_step = jax.random.split(jax.random.key(0), 3)
-    images = jax.random.randint(key_x, (batch, size, size, 3), 0, 256, jnp.uint8)
+    images = jax.random.randint(key_x, (batch, size, size, channels), 0, 256, jnp.uint8)
     labels = jnp.arange(batch, dtype=jnp.int32) % classes
     quotas = jnp.bincount(labels, length=classes).astype(jnp.float32)
     variables = jax.jit(lambda k: net.init(k, model_input(images[:1]), train=False))(

@@ -45,7 +45,7 @@ def versions() -> str:
 
 
 def cifar_densenet(depth: int, growth_rate: int = 12, num_classes: int = 10,
-                   memory_efficient: bool = False):
+                   memory_efficient: bool = False, in_channels: int = 3):
     """torchvision's `DenseNet` class with the CIFAR DenseNet-BC topology: three blocks
     of (depth - 4) / 6 bottleneck layers and a 3x3 stem conv with 2k channels (norm0,
     relu0 and pool0 removed), as tests/core/test_models.py builds it."""
@@ -59,7 +59,8 @@ def cifar_densenet(depth: int, growth_rate: int = 12, num_classes: int = 10,
         growth_rate=growth_rate, block_config=(n, n, n),
         num_init_features=2 * growth_rate, bn_size=4, num_classes=num_classes,
         memory_efficient=memory_efficient)
-    net.features.conv0 = torch.nn.Conv2d(3, 2 * growth_rate, 3, padding=1, bias=False)
+    net.features.conv0 = torch.nn.Conv2d(in_channels, 2 * growth_rate, 3, padding=1,
+                                         bias=False)
     for stem_layer in ("norm0", "relu0", "pool0"):
         delattr(net.features, stem_layer)
     return net
@@ -139,14 +140,14 @@ def cuda_peak_bytes(net, batch_size: int, image_size: int, num_classes: int) -> 
 
 def step_time(net, batch_size: int, image_size: int, num_classes: int, *, steps: int,
               warmup: int = 1, device: str = "cpu", amp_bf16: bool = False,
-              channels_last: bool = False) -> float:
+              channels_last: bool = False, in_channels: int = 3) -> float:
     """Median seconds per training step (forward, backward, SGD with momentum)."""
     import torch
     net = net.to(device).train()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch_size,), device=device)

@@ -1,0 +1,198 @@
+"""JAX against PyTorch on this CPU, side by side in one run: training steps of the
+three configurations issue 16 names and inference of the live analyzer's networks.
+
+    python -m tlc_jax.benchmarks.cpu_speed                # full size (minutes)
+    python -m tlc_jax.benchmarks.cpu_speed --quick        # tiny shapes (CI: runs, no timing asserted)
+    python -m tlc_jax.benchmarks.cpu_speed --only=eval    # rows whose name matches
+
+Training rows time the trainer's own jitted step (`tlc_jax.step`, via
+`jax_measure.jax_train_step`: uint8 in, normalisation, train-mode forward, CE, SGD with
+momentum) against torchvision's DenseNet class with the same topology (forward, CE,
+backward, SGD with momentum; `torch_reference.step_time`). Inference rows time the
+jitted top-5 predict of `tlc_jax.inference.make_predict` (what the live analyzer runs)
+against the PyTorch model in eval mode under `torch.inference_mode`. Each figure is
+the median of `--steps` timed calls after a warm-up; images/s = batch / median. Random
+weights: speed does not depend on them. The report names the machine, its CPU, the
+thread counts and the versions; XLA uses every core it sees, torch.get_num_threads()
+threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from typing import Any, Callable
+
+# (name, kind, model, options): the full-size rows.
+FULL = (
+    ("train densenet_bc16 28px grey b80", "train", "densenet_bc",
+     dict(depth=16, size=28, channels=1, batch=80, classes=10)),
+    ("train densenet_bc100 32px b64", "train", "densenet_bc",
+     dict(depth=100, size=32, channels=3, batch=64, classes=10)),
+    ("train densenet121 224px b8", "train", "densenet121",
+     dict(size=224, channels=3, batch=8, classes=1000)),
+    ("eval densenet121 224px b8", "eval", "densenet121",
+     dict(size=224, channels=3, batch=8, classes=1000)),
+    ("eval efficientnet_lite0 224px b8", "eval", "efficientnet_lite0",
+     dict(size=224, channels=3, batch=8, classes=1000)),
+)
+QUICK = (
+    ("train densenet_bc10 16px grey b8", "train", "densenet_bc",
+     dict(depth=10, size=16, channels=1, batch=8, classes=10)),
+    ("eval efficientnet_lite0 32px b2", "eval", "efficientnet_lite0",
+     dict(size=32, channels=3, batch=2, classes=10)),
+)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    try:
+        names = re.findall(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def median_seconds(call: Callable[[], Any], steps: int) -> float:
+    call()  # Warm-up (compilation, allocator).
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def jax_model(model: str, o: dict):
+    from tlc_jax.models import create_model
+
+    extra = {"depth": o["depth"], "growth_rate": 12} if model == "densenet_bc" else {}
+    return create_model(model, num_classes=o["classes"], in_channels=o["channels"],
+                        **extra)
+
+
+def jax_eval(model: str, o: dict, steps: int) -> float:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tlc_jax.inference import make_predict
+
+    net = jax_model(model, o)
+    shape = (o["batch"], o["size"], o["size"], o["channels"])
+    variables = jax.jit(lambda k: net.init(k, jnp.zeros((1, *shape[1:])), train=False))(
+        jax.random.key(0))
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    predict = make_predict(net, top_k=min(5, o["classes"]))
+    return median_seconds(lambda: jax.block_until_ready(predict(variables, images)), steps)
+
+
+def torch_model(model: str, o: dict):
+    import torch
+
+    from tlc_jax.benchmarks import torch_reference
+
+    if model == "densenet_bc":
+        return torch_reference.cifar_densenet(o["depth"], 12, o["classes"],
+                                              in_channels=o["channels"])
+    if model.startswith("efficientnet_lite"):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(model.replace("_", "-"), num_classes=o["classes"])
+        return net
+    return torch_reference.imagenet_densenet(model, o["classes"]).to(torch.float32)
+
+
+def torch_eval(model: str, o: dict, steps: int) -> float:
+    import torch
+
+    net = torch_model(model, o).eval()
+    x = torch.randn(o["batch"], o["channels"], o["size"], o["size"])
+
+    def call():
+        with torch.inference_mode():
+            return torch.topk(torch.softmax(net(x), -1), min(5, o["classes"]))
+
+    return median_seconds(call, steps)
+
+
+def measure(kind: str, model: str, o: dict, steps: int, torch_ok: bool) -> dict:
+    from tlc_jax.benchmarks import jax_measure, torch_reference
+
+    row: dict[str, Any] = {}
+    if kind == "train":
+        net = jax_model(model, o)
+        row["jax_s"] = jax_measure.jax_train_step(
+            net, o["batch"], o["size"], o["classes"], steps=steps, flops=False,
+            channels=o["channels"])["step_s"]
+        if torch_ok:
+            row["torch_s"] = torch_reference.step_time(
+                torch_model(model, o), o["batch"], o["size"], o["classes"], steps=steps,
+                in_channels=o["channels"])
+    else:
+        row["jax_s"] = jax_eval(model, o, steps)
+        if torch_ok:
+            row["torch_s"] = torch_eval(model, o, steps)
+    for side in ("jax", "torch"):
+        if f"{side}_s" in row:
+            row[f"{side}_img_s"] = o["batch"] / row[f"{side}_s"]
+    if "torch_img_s" in row:
+        row["ratio"] = row["jax_img_s"] / row["torch_img_s"]
+    return row
+
+
+def markdown(info: dict, rows: list[dict]) -> str:
+    lines = [f"CPU speed, JAX against PyTorch ({info['date']}; {info['machine']['cpu']}, "
+             f"{info['machine']['cores']} cores; {info['versions']}; torch threads "
+             f"{info.get('torch_threads', '-')}):", "",
+             "| row | JAX img/s | PyTorch img/s | JAX / PyTorch |", "|---|---:|---:|---:|"]
+    for r in rows:
+        fmt = lambda k: f"{r[k]:.1f}" if k in r else "-"  # noqa: E731
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        lines.append(f"| {r['name']} | {fmt('jax_img_s')} | {fmt('torch_img_s')} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Tiny shapes, 2 steps.")
+    parser.add_argument("--steps", type=int, default=None, help="Timed calls per row.")
+    parser.add_argument("--only", default="", help="Regex on the row names.")
+    parser.add_argument("--no-torch", action="store_true", help="JAX rows only.")
+    parser.add_argument("--out", default="", help="Also write the rows as JSON here.")
+    args = parser.parse_args(argv)
+    import jax
+
+    from tlc_jax.benchmarks.torch_reference import torch_status, versions
+
+    torch_ok, why = (False, "--no-torch") if args.no_torch else torch_status()
+    info = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+            "versions": f"jax {jax.__version__}" + (f", {versions()}" if torch_ok else
+                                                    f" (PyTorch: {why})")}
+    if torch_ok:
+        import torch
+        info["torch_threads"] = torch.get_num_threads()
+    steps = args.steps or (2 if args.quick else 5)
+    rows = []
+    for name, kind, model, o in QUICK if args.quick else FULL:
+        if args.only and not re.search(args.only, name):
+            continue
+        row = {"name": name, "kind": kind, "model": model, **o,
+               **measure(kind, model, o, steps, torch_ok)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(markdown(info, rows))
+    if args.out:
+        from tlc_jax.fileio import write_json_atomic
+        write_json_atomic(args.out, {**info, "rows": rows})
+    return {**info, "rows": rows}
+
+
+if __name__ == "__main__":
+    main()
