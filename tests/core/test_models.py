@@ -302,3 +302,27 @@ def test_a_fully_frozen_backbone_costs_no_backward_pass(name, size, kwargs):
     full = flops(jax.grad(loss), 0)
     assert warmup <= 1.05 * forward_flops, (warmup, forward_flops)
     assert full > 2.5 * forward_flops, (full, forward_flops)
+
+
+@pytest.mark.parametrize("kernel,stride,shape", [(3, 1, (2, 9, 7, 6)), (5, 2, (2, 9, 8, 4)),
+                                                 (3, 2, (1, 6, 6, 3))])
+def test_depthwise_conv_is_the_grouped_convolution(kernel, stride, shape):
+    """Same parameter, initialisation, outputs and gradients as nn.Conv with
+    feature_group_count = channels and SAME padding (odd and even sizes, strides 1, 2)."""
+    import flax.linen as nn
+
+    from tlc_jax.models.layers import DepthwiseConv, conv_init
+
+    c = shape[-1]
+    x = jax.random.normal(jax.random.key(1), shape)
+    ours = DepthwiseConv(kernel, stride)
+    ref = nn.Conv(c, (kernel, kernel), strides=(stride, stride), padding="SAME",
+                  feature_group_count=c, use_bias=False, kernel_init=conv_init)
+    v = ours.init(jax.random.key(0), x)
+    np.testing.assert_array_equal(v["params"]["kernel"],
+                                  ref.init(jax.random.key(0), x)["params"]["kernel"])
+    np.testing.assert_allclose(ours.apply(v, x), ref.apply(v, x), rtol=1e-5, atol=1e-5)
+    grad = lambda m: jax.grad(lambda p, x: (m.apply({"params": p}, x) ** 2).sum(),  # noqa: E731
+                              argnums=(0, 1))(v["params"], x)
+    for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(ref))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

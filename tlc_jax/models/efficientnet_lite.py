@@ -133,9 +133,12 @@ def block_specs(width: float, depth: float) -> tuple[BlockSpec, ...]:
 
 def _conv(features: int, kernel: int, *, stride: int = 1, groups: int = 1,
           dtype: layers.Dtype, name: str) -> nn.Module:
-    """Bias-free conv with TensorFlow's SAME padding; 1x1 stride 1 as a matrix product."""
+    """Bias-free conv with TensorFlow's SAME padding; 1x1 stride 1 as a matrix product,
+    depthwise as shifted multiply-adds (`layers.DepthwiseConv`, same parameter)."""
     if kernel == 1 and stride == 1 and groups == 1:
         return layers.Conv1x1(features, dtype=dtype, name=name)
+    if groups > 1 and groups == features:
+        return layers.DepthwiseConv(kernel, stride, dtype=dtype, name=name)
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
                    feature_group_count=groups, use_bias=False,
                    kernel_init=layers.conv_init, dtype=dtype, param_dtype=jnp.float32,
