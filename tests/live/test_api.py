@@ -108,6 +108,12 @@ def camera(name, **fields):
             "params": {"url": "http://cam.example/x.jpg"}, **fields}
 
 
+def detail(response):
+    """An error's words: `Error`'s sentence, or each `InputError`'s msg (a 422)."""
+    body = response.json()["detail"]
+    return body if isinstance(body, str) else " ".join(e["msg"] for e in body)
+
+
 def names(response):
     assert response.status_code == 200, response.text
     return [item["name"] for item in response.json()["items"]]
@@ -168,9 +174,9 @@ def test_writes_need_a_write_key_and_reads_may(make_client, keys):
     assert client.post("/devices", json=body,
                        headers={"Authorization": f"Basic {keys['write']}"}).status_code == 401
     response = client.post("/devices", json=body, headers=bearer(keys["revoked"]))
-    assert response.status_code == 401 and "revoked" in response.json()["detail"]
+    assert response.status_code == 401 and "revoked" in detail(response)
     response = client.post("/devices", json=body, headers=bearer(keys["read"]))
-    assert response.status_code == 403 and "'write' scope" in response.json()["detail"]
+    assert response.status_code == 403 and "'write' scope" in detail(response)
     assert client.post("/devices", json=body, headers=bearer(keys["write"])).status_code == 201
     assert client.post("/devices", json=camera("cam2"),
                        headers={"X-API-Key": keys["admin"]}).status_code == 201
@@ -430,11 +436,11 @@ def test_csv_import(client, keys):
 
     response = client.post("/devices/import", content=b"name,url\ncam,http://x\n", headers=w)
     assert response.status_code == 422
-    detail = response.json()["detail"]
-    assert "the CSV body, line 1: the header lacks kind" in detail and "tlc-import" not in detail
+    text = detail(response)
+    assert "the CSV body, line 1: the header lacks kind" in text and "tlc-import" not in text
     response = client.post("/devices/import", content="name,kind,path\ncam\xe9,folder,/t\n"
                            .encode("latin-1"), headers=w)
-    assert response.status_code == 422 and "not UTF-8" in response.json()["detail"]
+    assert response.status_code == 422 and "not UTF-8" in detail(response)
     response = client.post("/devices/import", json={"name": "x"}, headers=bearer(keys["write"]))
     assert response.status_code == 415
     assert not any(PASSWORD in t for t in client.texts)
@@ -458,9 +464,9 @@ def test_folder_devices_need_the_admin_scope_and_an_allowed_root(make_client, ke
 
     plain = make_client()  # The default: no --folder-root, no folder device at all.
     response = plain.post("/devices", json=body("root", "/"), headers=w)
-    assert response.status_code == 403 and "'admin' scope" in response.json()["detail"]
+    assert response.status_code == 403 and "'admin' scope" in detail(response)
     response = plain.post("/devices", json=body("north", cams / "north"), headers=a)
-    assert response.status_code == 422 and "--folder-root" in response.json()["detail"]
+    assert response.status_code == 422 and "--folder-root" in detail(response)
 
     from tlc_jax.live.policy import DevicePolicy
 
@@ -468,7 +474,7 @@ def test_folder_devices_need_the_admin_scope_and_an_allowed_root(make_client, ke
     for path in ("/", "/etc", tmp_path, cams / "..", cams / "out", "relative/north"):
         response = client.post("/devices", json=body("x", path), headers=a)
         assert response.status_code == 422, (path, response.text)
-        assert "folder" in response.json()["detail"], response.text
+        assert "folder" in detail(response), response.text
     response = client.post("/devices", json=body("north", cams / "north"), headers=a)
     assert response.status_code == 201, response.text
     # A write key can neither create one, edit one, nor turn a device into one.
@@ -516,10 +522,10 @@ def test_device_urls_are_checked_when_created_edited_or_imported(make_client, ke
         response = client.post("/devices", json=camera(f"x{i}", params={"url": url}),
                                headers=w)
         assert response.status_code == 422, (url, response.text)
-        detail = response.json()["detail"]
-        assert "refused" in detail or "scheme" in detail, detail
+        text = detail(response)
+        assert "refused" in text or "scheme" in text, text
         if url.startswith("http://127.0.0.1"):
-            assert "--allow 127.0.0.1" in detail, detail
+            assert "--allow 127.0.0.1" in text, text
         response = client.post("/devices", json={
             "name": f"r{i}", "kind": "relay", "params": {
                 "url_template": url.rstrip("/") + "/{device_id}", "device_id": "7"}},
@@ -569,7 +575,7 @@ def test_frame_size_bound_dot_names_and_passwords_in_urls(make_client, keys):
                       ("mjpeg", f"https://admin:{PASSWORD}@cam.example/stream")):
         response = create({"name": "pw", "kind": kind, "params": {"url": url}})
         assert response.status_code == 422, response.text
-        assert "credentials" in response.json()["detail"]
+        assert "credentials" in detail(response)
         response = client.patch("/devices/...", json={"params": {"url": url}}, headers=w)
         assert response.status_code == 422
     csv = f"name,kind,url\npw,http_snapshot,http://admin:{PASSWORD}@cam.example/\n"
@@ -775,7 +781,7 @@ def test_health_reports_the_service_and_the_database(make_client, database, monk
     assert response.status_code == 503 and response.json()["database"]["ok"] is False
     assert response.json()["service"] == status
     response = client.get("/devices")
-    assert response.status_code == 503 and "unavailable" in response.json()["detail"]
+    assert response.status_code == 503 and "unavailable" in detail(response)
 
 
 def test_openapi_lists_every_endpoint(client):
@@ -796,3 +802,253 @@ def test_openapi_lists_every_endpoint(client):
     served = client.runner.run(client.http.get("/openapi.json")).json()
     assert served["paths"].keys() == response["paths"].keys()
     assert client.runner.run(client.http.get("/docs")).status_code == 200
+
+
+# ---------------------------------------------------------------------------- contract
+# Issue 14, item 17 (found by fuzzing with schemathesis; the fuzzing itself runs in
+# test_api_contract.py): the OpenAPI document must be the truth.
+
+from tlc_jax.live import schemas as S  # noqa: E402
+
+
+def declared(spec, method, template, response):
+    """Asserts the response's status is declared for the operation and its body is the
+    declared schema's; returns the body."""
+    responses = spec["paths"][V1 + template][method.lower()]["responses"]
+    status = str(response.status_code)
+    assert status in responses, (method, template, status, sorted(responses))
+    schema = responses[status]["content"]["application/json"]["schema"]
+    model = getattr(S, schema["$ref"].rsplit("/", 1)[1])  # Error, InputErrors, ...
+    model.model_validate_json(response.content, strict=True)
+    for name, header in responses[status].get("headers", {}).items():
+        assert not header.get("required") or name.lower() in response.headers, name
+    return response.json()
+
+
+def loc(response):
+    return [e["loc"] for e in response.json()["detail"]]
+
+
+def asgi(app, method, path, headers=(), body=b""):
+    """One raw ASGI request (headers httpx would not send): (status, headers, body)."""
+    sent, requested = [], []
+
+    async def receive():
+        if not requested:
+            requested.append(True)
+            return {"type": "http.request", "body": body, "more_body": False}
+        while not any(m["type"] == "http.response.body" and not m.get("more_body")
+                      for m in sent):
+            await asyncio.sleep(0.001)
+        return {"type": "http.disconnect"}  # Once the response is complete.
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("api.test", 80), "client": ("127.0.0.1", 1234),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers]}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
+            b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+def test_every_error_is_declared_with_the_body_it_has(make_client, keys, tmp_path):
+    """Hand-raised 422s had `detail` as a string where the document declares a list;
+    404, 409, 401, 403, 415, 429, 400, 413 and the import's 422 were undeclared."""
+    from tlc_jax.live.policy import DevicePolicy
+
+    client = make_client(max_body_bytes=4000, policy=DevicePolicy.from_options(
+        folder_roots=[str(tmp_path)]))
+    spec = client.http._transport.app.openapi()
+    w, r = bearer(keys["write"]), bearer(keys["read"])
+
+    def check(method, url, template, status, **kwargs):
+        response = client.request(method, url, **kwargs)
+        assert response.status_code == status, (method, url, response.text)
+        declared(spec, method, template, response)
+        return response
+
+    assert check("POST", "/devices", "/devices", 201, json=camera("cam"), headers=w)
+    # 422s of the API's own checks: a list naming the field, as FastAPI's own.
+    assert loc(check("GET", "/devices?near=40.4,-86.9", "/devices", 422)) == [
+        ["query", "km"]]
+    assert loc(check("GET", "/devices?km=5", "/devices", 422)) == [["query", "near"]]
+    assert loc(check("GET", "/devices?near=north&km=5", "/devices", 422)) == [
+        ["query", "near"]]
+    assert loc(check("GET", "/devices?near=1,2&km=30000", "/devices", 422)) == [
+        ["query", "km"]]
+    assert loc(check("GET", "/areas/class-counts", "/areas/class-counts", 422)) == [
+        ["query"]]
+    assert loc(check("POST", "/devices", "/devices", 422, headers=w,
+                     json={"name": "x", "kind": ""})) == [["body", "kind"]]
+    assert loc(check("POST", "/devices", "/devices", 422, headers=w, json=camera(
+        "x", params={"url": "http://cam.example/", "max_bytes": "many"}))) == [
+        ["body", "params", "max_bytes"]]
+    assert loc(check("PATCH", "/devices/cam", "/devices/{name}", 422, headers=w,
+                     json={"params": {"url": "http://127.0.0.1/x.jpg"}})) == [
+        ["body", "params", "url"]]
+    assert loc(check("POST", "/devices/import", "/devices/import", 422,
+                     content=b"name,url\nx,http://x\n", headers=csv_headers(
+                         keys["write"]))) == [["body"]]
+    check("POST", "/devices", "/devices", 422, headers=w, json={"name": 5})  # FastAPI's.
+    # The other errors: one sentence.
+    for method, url, template in (("GET", "/devices/nope", "/devices/{name}"),
+                                  ("PATCH", "/devices/nope", "/devices/{name}"),
+                                  ("DELETE", "/devices/nope", "/devices/{name}"),
+                                  ("GET", "/devices/nope/frames", "/devices/{name}/frames"),
+                                  ("GET", "/devices/cam/latest", "/devices/{name}/latest"),
+                                  ("GET", "/frames/7/image", "/frames/{frame_id}/image")):
+        check(method, url, template, 404, headers=w, **(
+            {"json": {}} if method == "PATCH" else {}))
+    check("POST", "/devices", "/devices", 409, json=camera("cam"), headers=w)
+    assert check("POST", "/devices", "/devices", 201, json=camera("cam-2"), headers=w)
+    check("PATCH", "/devices/cam-2", "/devices/{name}", 409, json={"name": "cam"}, headers=w)
+    check("POST", "/devices", "/devices", 401, json=camera("x"))
+    check("GET", "/devices", "/devices", 401, headers=bearer("tlc_wrong"))
+    check("POST", "/devices/import", "/devices/import", 401, content=b"name,kind\n")
+    check("POST", "/devices", "/devices", 403, json=camera("x"), headers=r)
+    check("POST", "/devices", "/devices", 403, headers=w, json={
+        "name": "f", "kind": "folder", "params": {"path": str(tmp_path)}})
+    check("DELETE", "/devices/cam", "/devices/{name}", 403, headers=r)
+    check("POST", "/devices/import", "/devices/import", 415, json={"name": "x"}, headers=w)
+    check("POST", "/devices", "/devices", 413, headers=w,
+          json=camera("x", region="r" * 5000))
+    check("GET", "/model-versions", "/model-versions", 413, content=b" " * 5000)
+    status, headers, body = asgi(client.http._transport.app, "POST", V1 + "/devices",
+                                 [("Content-Length", "many"), ("Authorization",
+                                                               f"Bearer {keys['write']}")])
+    assert status == 400 and "400" in spec["paths"][V1 + "/devices"]["post"]["responses"]
+    S.Error.model_validate_json(body, strict=True)
+    limited = make_client(anonymous_rate_per_min=1)
+    assert limited.get("/model-versions").status_code == 200
+    response = limited.get("/model-versions")
+    assert response.status_code == 429
+    declared(spec, "GET", "/model-versions", response)
+    declared(spec, "GET", "/health", client.get("/health"))
+    # Every operation declares the errors every operation can give.
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert {"400", "413", "429", "503"} <= set(operation["responses"]), (method, path)
+            if operation.get("security"):
+                assert {"401", "422"} <= set(operation["responses"]), (method, path)
+            if method != "get":
+                assert "403" in operation["responses"], (method, path)
+
+
+def test_a_405_lists_every_method_of_the_path(make_client, tmp_path, database):
+    """PUT /api/v1/devices answered `Allow: GET, HEAD`: the web interface's mount at /
+    caught it (and without it, Starlette named only the first route's methods)."""
+    from tlc_jax.live import webui
+
+    apps = {"api": API.create_app(database, frames_root=tmp_path),
+            "api+web": webui.mount_web(API.create_app(database, frames_root=tmp_path))}
+    for name, app in apps.items():
+        for method, path, allow in (("PUT", "/api/v1/devices", "GET, POST"),
+                                    ("OPTIONS", "/api/v1/devices", "GET, POST"),
+                                    ("PUT", "/api/v1/devices/cam", "DELETE, GET, PATCH"),
+                                    ("POST", "/api/v1/devices/cam/frames", "GET"),
+                                    ("DELETE", "/api/v1/health", "GET"),
+                                    ("POST", "/openapi.json", "GET, HEAD"),
+                                    ("POST", "/docs", "GET")):
+            status, headers, body = asgi(app, method, path)
+            assert (status, headers.get("allow")) == (405, allow), (name, method, path)
+            S.Error.model_validate_json(body, strict=True)
+        assert asgi(app, "GET", "/api/v1/devices")[0] == 200
+        assert asgi(app, "PUT", "/api/v1/no-such-endpoint")[0] in (404, 405)
+    web = apps["api+web"]
+    assert asgi(web, "GET", "/")[0] == 200
+    assert asgi(web, "POST", "/index.html")[:2][1]["allow"] == "GET, HEAD"  # The files'.
+
+
+def test_the_key_is_checked_before_the_body(make_client, keys):
+    """A malformed write body without a key got a 422 (or a 400): the API told a
+    caller without a key what it accepts. Now: 401, or 403 for a read key."""
+    client = make_client()
+    assert client.post("/devices", json=camera("cam"),
+                       headers=bearer(keys["write"])).status_code == 201
+    bodies = {"not JSON": b"{", "not UTF-8": b'{"name": "\xff"}', "wrong": b"[1, 2]",
+              "empty": b""}
+    json_type = {"Content-Type": "application/json"}
+    for why, body in bodies.items():
+        for method, url in (("POST", "/devices"), ("PATCH", "/devices/cam")):
+            response = client.request(method, url, content=body, headers=json_type)
+            assert response.status_code == 401, (why, method, response.text)
+            assert response.headers["www-authenticate"] == "Bearer"
+            response = client.request(method, url, content=body,
+                                      headers={**json_type, **bearer("tlc_wrong")})
+            assert response.status_code == 401, (why, method, response.text)
+            response = client.request(method, url, content=body,
+                                      headers={**json_type, **bearer(keys["read"])})
+            assert response.status_code == 403, (why, method, response.text)
+            response = client.request(method, url, content=body,
+                                      headers={**json_type, **bearer(keys["write"])})
+            assert response.status_code in (400, 422), (why, method, response.text)
+    assert client.post("/devices/import", content=b"\xff",
+                       headers={"Content-Type": "text/csv"}).status_code == 401
+    assert client.get("/devices/cam").json()["kind"] == "http_snapshot"  # Untouched.
+
+
+def test_refusals_name_the_field_never_python_internals(make_client, keys, tmp_path):
+    """`Folder.__init__() got an unexpected keyword argument 'username'` (and `missing 1
+    required positional argument`) came back as 422 details."""
+    from tlc_jax.live.policy import DevicePolicy
+
+    client = make_client(policy=DevicePolicy.from_options(folder_roots=[str(tmp_path)]))
+    a = bearer(keys["admin"])
+    cases = [
+        ({"name": "f", "kind": "folder", "params": {"path": str(tmp_path)},
+          "credentials": {"username": "u"}}, ["body", "credentials", "username"],
+         "kind folder takes no username credential(s) (it takes none)"),
+        ({"name": "c", "kind": "http_snapshot", "credentials": {"api_key": "k"},
+          "params": {"url": "http://cam.example/x.jpg"}}, ["body", "credentials", "api_key"],
+         "kind http_snapshot takes no api_key credential(s) (it takes password, username)"),
+        ({"name": "c", "kind": "http_snapshot"}, ["body", "params", "url"],
+         "kind http_snapshot needs the parameter(s) url"),
+        ({"name": "r", "kind": "relay", "params": {"url_template": "http://r.example/{"
+                                                                    "device_id}"}},
+         ["body", "params", "device_id"], "kind relay needs the parameter(s) device_id"),
+        ({"name": "f", "kind": "folder", "params": {"path": "/etc"}},
+         ["body", "params", "path"], "outside the folders the operator allows"),
+        ({"name": "c", "kind": "http_snapshot", "params": {"url": "http://cam.example/",
+                                                            "max_bytes": 10**11}},
+         ["body", "params", "max_bytes"], "above this server's limit"),
+        ({"name": "c", "kind": "http_snapshot", "params": {"url": "http://cam.example/",
+                                                            "auth": "kerberos"}},
+         ["body", "params", "auth"], "auth must be 'basic' or 'digest'"),
+    ]
+    for body, where, words in cases:
+        response = client.post("/devices", json=body, headers=a)
+        assert response.status_code == 422, (body, response.text)
+        assert loc(response) == [where], response.text
+        assert words in detail(response), response.text
+        for internal in ("__init__", "keyword argument", "positional argument", "Error("):
+            assert internal not in response.text, response.text
+    csv = f"name,kind,path,username\nf,folder,{tmp_path},u\n"
+    report = client.post("/devices/import", content=csv,
+                         headers=csv_headers(keys["admin"])).json()
+    assert report["created"] == 0 and "__init__" not in report["errors"][0]["error"]
+    assert "takes no username" in report["errors"][0]["error"]
+    assert names(client.get("/devices")) == []
+
+
+def test_the_document_declares_the_key_this_server_needs(make_client):
+    """Reads were declared as needing a key although they are open unless the server
+    runs with --read-requires-key."""
+    for read_requires_key in (False, True):
+        spec = make_client(read_requires_key=read_requires_key).http._transport.app.openapi()
+        for path, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                security = operation.get("security")
+                if path == V1 + "/health":
+                    assert not security
+                elif method == "get":  # A read: the key optional unless required.
+                    assert ({} in security) is not read_requires_key, (path, security)
+                    assert {"HTTPBearer": []} in security and {"APIKeyHeader": []} in security
+                else:
+                    assert {} not in security and {"HTTPBearer": []} in security, path
+        words = ("Reads need an API key" if read_requires_key else "Reads need no key")
+        assert words in spec["info"]["description"]

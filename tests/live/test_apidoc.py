@@ -17,3 +17,9 @@ def test_api_reference_is_current():
         for method in methods:
             assert f"## `{method.upper()} {path}`" in text
     assert "### `DeviceCreate`" in text and "| `latitude` |" in text
+    # Reads are open on a default server: the reference says the key is optional, and
+    # the document of a server run with --read-requires-key says it is needed.
+    assert "## `GET /api/v1/devices`\n\nSearch Devices. Key: optional" in text
+    private = apidoc.openapi_markdown(apidoc.openapi_spec(read_requires_key=True))
+    assert "## `GET /api/v1/devices`\n\nSearch Devices. Key: read." in private
+    assert "| 422 | `InputErrors` |" in text and "### `InputError`" in text

@@ -11,8 +11,6 @@ import io
 import os
 import pathlib
 import re
-import socket
-import threading
 import time
 import urllib.parse
 
@@ -27,6 +25,7 @@ from tlc_jax.live import registry as R
 from tlc_jax.live import webui
 
 from helpers import ROOT as REPO
+from live_helpers import Server
 
 CHROMIUM = os.environ.get("TLC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -92,11 +91,16 @@ def asgi_get(app, *paths):
 def test_files_are_served_with_types_and_security_headers(sqlite_db, tmp_path):
     app = webui.mount_web(API.create_app(sqlite_db, frames_root=tmp_path))
     paths = ["/", "/index.html", "/app.js", "/style.css", "/favicon.svg", "/api/v1/health",
-             "/docs", "/nothing.js", "/../pyproject.toml", "/api/v1/no-such-endpoint"]
+             "/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/start.js",
+             "/nothing.js", "/../pyproject.toml", "/api/v1/no-such-endpoint",
+             "/docs/nothing.js", "/redoc"]
     got = dict(zip(paths, asgi_get(app, *paths)))
     for path, kind in (("/", "text/html"), ("/index.html", "text/html"),
                        ("/app.js", "text/javascript"), ("/style.css", "text/css"),
-                       ("/favicon.svg", "image/svg+xml")):
+                       ("/favicon.svg", "image/svg+xml"), ("/docs", "text/html"),
+                       ("/docs/swagger-ui-bundle.js", "text/javascript"),
+                       ("/docs/swagger-ui.css", "text/css"),
+                       ("/docs/start.js", "text/javascript")):
         response = got[path]
         assert response.status_code == 200, path
         assert response.headers["content-type"].startswith(kind), path
@@ -109,8 +113,18 @@ def test_files_are_served_with_types_and_security_headers(sqlite_db, tmp_path):
         assert response.headers["referrer-policy"] == "no-referrer"
     assert got["/api/v1/health"].json()["status"] == "ok"
     assert got["/api/v1/health"].headers["x-content-type-options"] == "nosniff"
-    assert "content-security-policy" not in got["/docs"].headers  # Swagger's CDN assets.
-    for path in ("/nothing.js", "/../pyproject.toml", "/api/v1/no-such-endpoint"):
+    # The API documentation: Swagger UI from local files, under the same policy (issue
+    # 14, item 14: it came from a CDN, blank offline, with an inline script).
+    docs = got["/docs"].text
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", docs)
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>|<style|\sstyle=|\son[a-z]+=", docs)
+    css = got["/docs/swagger-ui.css"].text
+    assert "data:" not in css and not re.search(r"url\(\s*[\"']?(https?:)?//|@import", css)
+    for image in re.findall(r'url\("(image-\d+\.\w+)"\)', css):
+        (response,) = asgi_get(app, "/docs/" + image)
+        assert response.status_code == 200 and response.content, image
+    for path in ("/nothing.js", "/../pyproject.toml", "/api/v1/no-such-endpoint",
+                 "/docs/nothing.js", "/redoc"):
         assert got[path].status_code == 404, path
 
     # No inline script or style anywhere (the CSP would block it), no external asset,
@@ -135,31 +149,6 @@ def test_files_are_served_with_types_and_security_headers(sqlite_db, tmp_path):
 
 
 # ---------------------------------------------------------------------------- browser
-
-
-class Server:
-    """uvicorn serving `app` on a free loopback port, in a background thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run,
-                                       kwargs={"sockets": [self.socket]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn failed"
-            time.sleep(0.02)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.socket.close()
 
 
 class Scene:
@@ -401,3 +390,57 @@ def test_pages_in_a_real_browser(db_url, tmp_path):
     assert not csp_violations, csp_violations
     for path in shots.values():
         assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_api_docs_work_offline_under_the_csp(sqlite_db, tmp_path):
+    """Issue 14, item 14: /docs loaded Swagger UI from a CDN (blank offline) with an
+    inline script. Now its files come from this server, under the site's CSP: the page
+    renders every operation with every request outside the server refused, and "Try it
+    out" reaches the API."""
+    sync_playwright = require_browser()
+    from playwright.sync_api import expect
+
+    app = webui.mount_web(API.create_app(sqlite_db, frames_root=tmp_path))
+    server = Server(app)
+    shot = artifacts_dir() / "web-docs.png"
+    shot.unlink(missing_ok=True)
+    page_errors, console, outside = [], [], []
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    def offline(route):  # As on a machine without internet access.
+        if route.request.url.startswith(server.url + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.route("**/*", offline)
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("console", lambda m: console.append(m.text)
+                    if m.type in ("error", "warning") else None)
+            page.goto(server.url + "/docs")
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+                "tlc_jax live API")
+            expect(page.locator(".opblock")).to_have_count(len(API.routes()))
+            health = page.locator("#operations-health-health_api_v1_health_get")
+            health.locator(".opblock-summary").click()
+            health.get_by_role("button", name="Try it out").click()
+            health.get_by_role("button", name="Execute").click()
+            status = health.locator(".live-responses-table .response .response-col_status")
+            expect(status.first).to_have_text("200")
+            expect(health.locator(".live-responses-table")).to_contain_text('"status": "ok"')
+            page.screenshot(path=str(shot), full_page=False)
+            browser.close()
+    finally:
+        server.stop()
+    assert not outside, outside
+    assert not page_errors, page_errors
+    assert not console, console  # CSP violations are console errors.
+    assert shot.stat().st_size > 1000

@@ -4,7 +4,7 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Everything is under /api/v1; the OpenAPI document is at /openapi.json, its pages at
-/docs. Endpoints:
+/docs (Swagger UI served from this server's own files: tlc_jax.live.swagger). Endpoints:
 
     GET    /api/v1/health                       run-time status + database reachability
     GET    /api/v1/devices                      search (near=LAT,LON&km=, city, ...), paged
@@ -22,8 +22,14 @@ Everything is under /api/v1; the OpenAPI document is at /openapi.json, its pages
 This module holds the routes, the middleware and `create_app`; the pieces they use each
 have their own: the bodies in `tlc_jax.live.schemas`, API keys, scopes and rate limits
 in `tlc_jax.live.auth` (a missing or invalid key is a 401, a key without the scope a
-403, too many requests a 429), the database statements in `tlc_jax.live.queries` (all
-SQLAlchemy expressions with bound parameters).
+403, too many requests a 429; the key is checked before the body is read), the database
+statements in `tlc_jax.live.queries` (all SQLAlchemy expressions with bound parameters).
+
+The OpenAPI document is the contract, kept by a schemathesis run in the tests: every
+status code an operation can answer is declared with its body (`Error`, or `InputErrors`
+for a 422, whose items name the field: `["body", "credentials", "username"]`), a 405
+lists every method the path has (`Allow`), and reads declare their key optional unless
+the server runs with `read_requires_key` (the document follows the configuration).
 
 Device credentials are accepted (create, edit, import) and never returned: responses say
 only `has_credentials`. Device records are checked against the operator's
@@ -47,20 +53,23 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRouter
+from fastapi.routing import APIRoute, APIRouter
 from sqlalchemy import orm
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 
 from tlc_jax.live import auth
 from tlc_jax.live import queries as Q
 from tlc_jax.live import registry as R
+from tlc_jax.live import swagger
 from tlc_jax.live.auth import ANYONE, READ, WRITE
 from tlc_jax.live.db import Database, DeviceRow, FrameRow, ModelVersionRow, PredictionRow
 from tlc_jax.live.devices import KINDS
 from tlc_jax.live.policy import ADMIN_KINDS, DevicePolicy
 from tlc_jax.live.schemas import (Bucket, ClassCountsOut, ClassProbability, DeviceCreate,
-                                  DeviceOut, DevicePatch, FrameOut, ImportLineError,
-                                  ImportOut, ModelVersionOut, Page, PredictionOut)
+                                  DeviceOut, DevicePatch, Error, FrameOut, HealthOut,
+                                  ImportLineError, ImportOut, InputErrors, ModelVersionOut,
+                                  Page, PredictionOut)
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
@@ -111,15 +120,33 @@ def _page(rows: list, paging: Paging) -> dict[str, Any]:
             "next_offset": paging.offset + paging.limit if more else None}
 
 
+def _invalid(*errors: tuple[str, tuple[str | int, ...]]) -> RequestValidationError:
+    """A 422 of the API's own checks, shaped as FastAPI's (`InputErrors`): one item per
+    (message, location) pair."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg}
+                                   for msg, loc in errors])
+
+
+def _invalid_device(e: R.InvalidDevice, prefix: tuple[str, ...] = ("body",)
+                    ) -> RequestValidationError:
+    """A refused device record as a 422 naming each problem's field."""
+    if not e.problems:
+        return _invalid((str(e), prefix))
+    return _invalid(*((str(p), prefix + tuple(p.field.split(".") if p.field else ()))
+                      for p in e.problems))
+
+
 def _point(near: str | None, km: float | None) -> tuple[float, float] | None:
     if (near is None) != (km is None):
-        raise HTTPException(422, "Give near=LAT,LON and km together.")
+        missing = "km" if km is None else "near"
+        raise _invalid((f"Give near=LAT,LON and km together ({missing} is missing).",
+                        ("query", missing)))
     if near is None:
         return None
     try:
         return R.parse_point(near)
     except ValueError as e:
-        raise HTTPException(422, str(e)) from None
+        raise _invalid((str(e), ("query", "near"))) from None
 
 
 def _search(search: Callable[..., list], session: orm.Session, **kwargs: Any) -> list:
@@ -128,7 +155,7 @@ def _search(search: Callable[..., list], session: orm.Session, **kwargs: Any) ->
     try:
         return search(session, **kwargs)
     except ValueError as e:
-        raise HTTPException(422, str(e)) from None
+        raise _invalid((str(e), ("query", "km"))) from None
 
 
 def _device(session: orm.Session, name: str) -> DeviceRow:
@@ -156,20 +183,22 @@ def _coerce_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
                 out[key] = float(value)
             else:
                 out[key] = value if isinstance(value, str) else str(value)
-        except ValueError:
-            problems.append(f"{key} {value!r} is not a valid {want}")
+        except (ValueError, OverflowError):  # OverflowError: int(1e400) is inf.
+            problems.append((f"{key} {value!r} is not a valid {want}.",
+                             ("body", "params", key)))
     if problems:
-        raise HTTPException(422, "; ".join(problems) + ".")
+        raise _invalid(*problems)
     return out
 
 
 def _spec(values: dict[str, Any]) -> R.DeviceSpec:
-    """Validates a device record as the registry does (its message is the 422 detail)."""
+    """Validates a device record as the registry does (a 422 naming each problem's
+    field)."""
     values = {**values, "params": _coerce_params(values["kind"], values["params"])}
     try:
         return R.DeviceSpec(**values)
     except R.InvalidDevice as e:
-        raise HTTPException(422, str(e)) from None
+        raise _invalid_device(e) from None
 
 
 def _admin_only(request: Request, *kinds: str) -> None:
@@ -184,7 +213,7 @@ def _allowed(spec: R.DeviceSpec, policy: DevicePolicy) -> R.DeviceSpec:
     try:
         spec.check(policy)
     except R.InvalidDevice as e:
-        raise HTTPException(422, str(e)) from None
+        raise _invalid_device(e) from None
     return spec
 
 
@@ -211,7 +240,7 @@ def _import_csv(db: Database, data: bytes, policy: DevicePolicy, admin: bool) ->
             with db.transaction() as session:
                 report = R.import_csv(session, path, check=check)
         except R.InvalidDevice as e:
-            raise HTTPException(422, str(e).replace(str(path), "the CSV body")) from None
+            raise _invalid((str(e).replace(str(path), "the CSV body"), ("body",))) from None
     return ImportOut(created=report.created, updated=report.updated,
                      errors=[ImportLineError(line=n, error=why) for n, why in report.errors])
 
@@ -288,7 +317,45 @@ def _image_type(head: bytes) -> str | None:
 
 # ---------------------------------------------------------------------------- endpoints
 
-router = APIRouter(prefix=PREFIX)
+# What every status code means, unless the operation says more (`notes`).
+ERRORS = {
+    400: "Malformed request: a Content-Length that is not a number, or a body that "
+         "cannot be read.",
+    401: "No API key where one is needed, or an invalid or revoked one.",
+    403: "The API key lacks the scope this needs.",
+    404: "Not found.",
+    409: "A device of that name exists already.",
+    413: "The body is larger than the server's limit.",
+    415: "Unsupported media type.",
+    422: "Invalid input: each item says which field and why.",
+    429: "Too many requests: wait for Retry-After seconds.",
+    503: "The database is unavailable: try again after Retry-After seconds.",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "required": True,
+                                "schema": {"type": "integer", "minimum": 1}}}
+_HEADERS = {401: {"WWW-Authenticate": {"description": "Bearer", "required": True,
+                                       "schema": {"type": "string"}}},
+            429: _RETRY_AFTER, 503: _RETRY_AFTER}
+
+
+def _responses(rule: str, *codes: int, notes: dict[int, str] | None = None,
+               ok: dict[int, dict] | None = None) -> dict[int | str, dict]:
+    """The operation's responses: `ok` (its successes, if FastAPI's own are not enough),
+    the errors every operation of `rule` ("anyone", "read", "write") can give (400 / 413
+    from the body limit, 429, 503; 401 with a key; 403 for writes; 422 for anything
+    with input) and `codes`, the operation's own."""
+    common = {400, 413, 429, 503} | ({401} if rule != "anyone" else set()) | (
+        {403} if rule == "write" else set()) | ({422} if rule != "anyone" else set())
+    out: dict[int | str, dict] = dict(ok or {})
+    for code in sorted(common | set(codes)):
+        out[code] = {"model": InputErrors if code == 422 else Error,
+                     "description": (notes or {}).get(code, ERRORS[code])}
+        if code in _HEADERS:
+            out[code]["headers"] = _HEADERS[code]
+    return out
+
+
+router = APIRouter(prefix=PREFIX, route_class=auth.KeyFirstRoute)
 NearQuery = Annotated[str | None, Query(max_length=100, description="LAT,LON",
                                         examples=["40.4237,-86.9212"])]
 KmQuery = Annotated[float | None, Query(gt=0, allow_inf_nan=False)]
@@ -297,7 +364,10 @@ TimeQuery = Annotated[float | None, Query(allow_inf_nan=False, description="Unix
 DeviceName = Annotated[str, Path(min_length=1, max_length=R.MAX_NAME)]
 
 
-@router.get("/health", tags=["health"], dependencies=ANYONE)
+@router.get("/health", tags=["health"], dependencies=ANYONE, response_model=HealthOut,
+            responses={**_responses("anyone"),
+                       503: {"model": HealthOut, "description": "The database does not "
+                             "answer (the body says why)."}})
 def health(settings: Settings) -> JSONResponse:
     """The live service's status (run-time, analyzer, counters, failing devices) and
     whether the database answers. 503 when it does not."""
@@ -319,7 +389,7 @@ def health(settings: Settings) -> JSONResponse:
                         status_code=200 if database["ok"] else 503)
 
 
-@router.get("/devices", tags=["devices"], dependencies=READ)
+@router.get("/devices", tags=["devices"], dependencies=READ, responses=_responses("read"))
 def search_devices(settings: Settings, paging: PagingQuery, near: NearQuery = None,
                    km: KmQuery = None, city: PlaceQuery = None, region: PlaceQuery = None,
                    country: PlaceQuery = None, sector: PlaceQuery = None,
@@ -334,7 +404,14 @@ def search_devices(settings: Settings, paging: PagingQuery, near: NearQuery = No
         return _page([_device_out(m.device, m.distance_km) for m in matches], paging)
 
 
-@router.post("/devices", tags=["devices"], status_code=201, dependencies=WRITE)
+@router.post("/devices", tags=["devices"], status_code=201, dependencies=WRITE,
+             responses=_responses("write", 409, notes={
+                 403: "The API key lacks the write scope, or the admin scope a folder "
+                      "device needs.",
+                 422: "Invalid input, or a device the server's policy refuses (a URL to "
+                      "an address not allowed, a folder outside the allowed roots, a "
+                      "frame-size bound above the server's): each item says which field "
+                      "and why."}))
 def create_device(settings: Settings, body: DeviceCreate, request: Request) -> DeviceOut:
     values = body.model_dump()
     values["credentials"] = _merge_credentials({}, values["credentials"])
@@ -356,7 +433,13 @@ def create_device(settings: Settings, body: DeviceCreate, request: Request) -> D
 
 @router.post("/devices/import", tags=["devices"], dependencies=WRITE,
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "text/csv": {"schema": {"type": "string"}}}}})
+                 "text/csv": {"schema": {"type": "string"}}}}},
+             responses=_responses("write", 415, notes={
+                 415: "The body is not sent as text/csv (or application/csv, "
+                      "text/plain).",
+                 422: "The CSV as a whole is unusable (not UTF-8, a header without name "
+                      "or kind, unknown columns); bad rows are reported in the 200's "
+                      "errors instead."}))
 async def import_devices(request: Request, settings: Settings) -> ImportOut:
     """Creates or updates devices from a CSV body (registry.import_csv's columns and
     rules): bad rows are reported by line, the others imported."""
@@ -367,13 +450,21 @@ async def import_devices(request: Request, settings: Settings) -> ImportOut:
                                    settings.policy, auth.allows(request, "admin"))
 
 
-@router.get("/devices/{name}", tags=["devices"], dependencies=READ)
+@router.get("/devices/{name}", tags=["devices"], dependencies=READ,
+            responses=_responses("read", 404, notes={404: "No device of that name."}))
 def get_device(settings: Settings, name: DeviceName) -> DeviceOut:
     with settings.db.session() as session:
         return _device_out(_device(session, name))
 
 
-@router.patch("/devices/{name}", tags=["devices"], dependencies=WRITE)
+@router.patch("/devices/{name}", tags=["devices"], dependencies=WRITE,
+              responses=_responses("write", 404, 409, notes={
+                  403: "The API key lacks the write scope, or the admin scope a folder "
+                       "device needs.",
+                  404: "No device of that name.",
+                  409: "The new name is another device's.",
+                  422: "Invalid input, or an edit the server's policy refuses: each item "
+                       "says which field and why."}))
 def edit_device(settings: Settings, name: DeviceName, body: DevicePatch,
                 request: Request) -> DeviceOut:
     changes = body.model_dump(exclude_unset=True)
@@ -395,7 +486,8 @@ def edit_device(settings: Settings, name: DeviceName, body: DevicePatch,
         raise HTTPException(409, "A device with that name exists already.") from None
 
 
-@router.delete("/devices/{name}", tags=["devices"], status_code=204, dependencies=WRITE)
+@router.delete("/devices/{name}", tags=["devices"], status_code=204, dependencies=WRITE,
+               responses=_responses("write", 404, notes={404: "No device of that name."}))
 def delete_device(settings: Settings, name: DeviceName) -> Response:
     """Deletes the device with its frames' rows and predictions (not the image files:
     the store's retention removes them)."""
@@ -404,7 +496,8 @@ def delete_device(settings: Settings, name: DeviceName) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/devices/{name}/frames", tags=["frames"], dependencies=READ)
+@router.get("/devices/{name}/frames", tags=["frames"], dependencies=READ,
+            responses=_responses("read", 404, notes={404: "No device of that name."}))
 def device_frames(settings: Settings, name: DeviceName, paging: PagingQuery,
                   since: TimeQuery = None, until: TimeQuery = None) -> Page[FrameOut]:
     """The device's frames captured in [since, until), newest first, with predictions."""
@@ -415,7 +508,9 @@ def device_frames(settings: Settings, name: DeviceName, paging: PagingQuery,
         return _page(_frames_out(session, frames, device.name), paging)
 
 
-@router.get("/devices/{name}/latest", tags=["frames"], dependencies=READ)
+@router.get("/devices/{name}/latest", tags=["frames"], dependencies=READ,
+            responses=_responses("read", 404, notes={
+                404: "No device of that name, or it has no frames yet."}))
 def latest_frame(settings: Settings, name: DeviceName) -> FrameOut:
     with settings.db.session() as session:
         device = _device(session, name)
@@ -427,8 +522,17 @@ def latest_frame(settings: Settings, name: DeviceName) -> FrameOut:
 
 @router.get("/frames/{frame_id}/image", tags=["frames"], dependencies=READ,
             response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}, "image/png": {}},
-                             "description": "The stored image."}})
+            responses=_responses(
+                "read", 403, 404, 415,
+                ok={200: {"content": {"image/jpeg": {"schema": {"type": "string",
+                                                                "format": "binary"}},
+                                      "image/png": {"schema": {"type": "string",
+                                                               "format": "binary"}}},
+                          "description": "The stored image."}},
+                notes={403: "The frame's stored path leads outside the frame store.",
+                       404: "No such frame, no frame store on this server, or the image "
+                            "is gone (retention).",
+                       415: "The stored file is neither JPEG nor PNG."}))
 def frame_image(settings: Settings,
                 frame_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Response:
     if settings.frames_root is None:
@@ -453,7 +557,8 @@ def frame_image(settings: Settings,
                              "Cache-Control": "private, max-age=86400, immutable"})
 
 
-@router.get("/areas/class-counts", tags=["areas"], dependencies=READ)
+@router.get("/areas/class-counts", tags=["areas"], dependencies=READ,
+            responses=_responses("read"))
 def class_counts(settings: Settings, near: NearQuery = None, km: KmQuery = None,
                  city: PlaceQuery = None, region: PlaceQuery = None,
                  country: PlaceQuery = None, since: TimeQuery = None,
@@ -466,7 +571,8 @@ def class_counts(settings: Settings, near: NearQuery = None, km: KmQuery = None,
     under one model version (default: the newest)."""
     point = _point(near, km)
     if point is None and not (city or region or country):
-        raise HTTPException(422, "Give an area: near=LAT,LON&km=, city, region or country.")
+        raise _invalid(("Give an area: near=LAT,LON&km=, city, region or country.",
+                        ("query",)))
     with settings.db.session() as session:
         if model_version_id is None:
             model_version_id = Q.newest_model_version(session)
@@ -480,7 +586,8 @@ def class_counts(settings: Settings, near: NearQuery = None, km: KmQuery = None,
                                    for b, c in sorted(counts.items())])
 
 
-@router.get("/model-versions", tags=["models"], dependencies=READ)
+@router.get("/model-versions", tags=["models"], dependencies=READ,
+            responses=_responses("read"))
 def model_versions(settings: Settings, paging: PagingQuery) -> Page[ModelVersionOut]:
     """The model versions, newest first."""
     with settings.db.session() as session:
@@ -535,8 +642,38 @@ class BodyLimit:
                      f"The body is larger than {self.max_bytes} bytes.")
 
 
-async def _error(scope, receive, send, status: int, detail: str) -> None:
-    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+async def _error(scope, receive, send, status: int, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+    await JSONResponse({"detail": detail}, status_code=status,
+                       headers=headers)(scope, receive, send)
+
+
+class AllowedMethods:
+    """ASGI middleware: a 405 whose `Allow` lists every method the path has, when no
+    route takes the request's method. (Starlette would answer with the first partly
+    matching route's methods - `GET, HEAD` for a PUT to /api/v1/devices, which POST
+    also takes - or, with the web interface mounted at /, let the mount answer.)"""
+
+    def __init__(self, app, routes: Callable[[], list]):
+        self.app, self.routes = app, routes  # routes(): the routes to match, in order.
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            allowed: set[str] = set()
+            for route in self.routes():
+                methods = getattr(route, "methods", None)
+                if not methods:  # Mounts (the web interface) and websockets.
+                    continue
+                match, _ = route.matches(scope)
+                if match is Match.FULL:
+                    allowed = set()
+                    break
+                if match is Match.PARTIAL:
+                    allowed |= methods
+            if allowed:
+                return await _error(scope, receive, send, 405, "Method Not Allowed",
+                                    {"Allow": ", ".join(sorted(allowed))})
+        await self.app(scope, receive, send)
 
 
 def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -553,6 +690,25 @@ def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "5"})
 
 
+def _openapi(app: FastAPI, read_requires_key: bool) -> Callable[[], dict[str, Any]]:
+    """The app's `openapi()`: FastAPI's document, with the reads' key declared optional
+    (`{}` first among their security requirements) unless this server needs one."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = FastAPI.openapi(app)
+        if not read_requires_key:
+            for route in router.routes:
+                if isinstance(route, APIRoute) and auth.rule(route) == "read":
+                    for method in route.methods - {"HEAD"}:
+                        operation = spec["paths"][route.path_format][method.lower()]
+                        operation["security"] = [{}, *operation.get("security", [])]
+        return spec
+
+    return openapi
+
+
 def create_app(db: Database, *, frames_root: str | pathlib.Path | None = None,
                health: Callable[[], dict] | None = None, read_requires_key: bool = False,
                max_body_bytes: int = 1 << 20, anonymous_rate_per_min: int = 300,
@@ -564,8 +720,15 @@ def create_app(db: Database, *, frames_root: str | pathlib.Path | None = None,
     (default: no internal address, no folder device, the default frame-size bounds)."""
     if max_body_bytes < 1 or anonymous_rate_per_min < 1:
         raise ValueError("max_body_bytes and anonymous_rate_per_min must be >= 1.")
+    reads = ("Reads need an API key with the read scope on this server "
+             "(--read-requires-key)." if read_requires_key else
+             "Reads need no key on this server (a key given is checked).")
+    # /docs is served from local files (tlc_jax.live.swagger); no /redoc.
     app = FastAPI(title="tlc_jax live API", version="1",
-                  description=__doc__.split("\n\n")[0])
+                  description=f"{__doc__.split(chr(10) * 2)[0]} {reads}",
+                  docs_url=None, redoc_url=None)
+    app.openapi = _openapi(app, read_requires_key)
+    swagger.install(app)
     root = None if frames_root is None else pathlib.Path(frames_root).resolve()
     app.state.live = _Settings(db=db, frames_root=root, health=health,
                                policy=policy or DevicePolicy())
@@ -574,6 +737,9 @@ def create_app(db: Database, *, frames_root: str | pathlib.Path | None = None,
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(sa.exc.OperationalError, _database_unavailable)
+    # The app's own routes (/openapi.json, /docs) and the API's (FastAPI keeps an
+    # included router as one entry of app.routes).
+    app.add_middleware(AllowedMethods, routes=lambda: [*app.router.routes, *router.routes])
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
 

@@ -2,6 +2,7 @@
 
     python -m tlc_jax.live openapi --markdown > docs/API.md
     python -m tlc_jax.live openapi > openapi.json
+    python -m tlc_jax.live openapi --read-requires-key   # a server with that option
 
 A test regenerates docs/API.md and compares, so the reference never drifts from the
 code.
@@ -13,13 +14,14 @@ import json
 from typing import Any
 
 
-def openapi_spec() -> dict[str, Any]:
+def openapi_spec(read_requires_key: bool = False) -> dict[str, Any]:
+    """The document a server serves (`read_requires_key` as its --read-requires-key)."""
     from tlc_jax.live.api import create_app
     from tlc_jax.live.db import open_database
 
     database = open_database("sqlite://")  # The routes only; no data is touched.
     try:
-        return create_app(database).openapi()
+        return create_app(database, read_requires_key=read_requires_key).openapi()
     finally:
         database.dispose()
 
@@ -62,17 +64,26 @@ def openapi_markdown(spec: dict[str, Any]) -> str:
            "`/docs` by `python -m tlc_jax.live serve`. Keys: `Authorization: Bearer "
            "<token>` or `X-API-Key: <token>` (create one with `python -m tlc_jax.live keys "
            "create NAME --scope write`). Writes need a key with the write (or admin) "
-           "scope; reads need a read key only when the server runs with "
-           "`--read-requires-key`. Errors: 401 no / bad / revoked key, 403 wrong scope, "
-           "413 body too large, 422 invalid input (unknown fields included), 429 rate "
-           "limit (with Retry-After), 503 database unavailable.", ""]
+           "scope (admin for folder devices); reads need a read key only when the server "
+           "runs with `--read-requires-key` (the document it serves says which: a read's "
+           "key is optional, `{}` among its security requirements, unless it does). The "
+           "key is checked before the body is read. Errors: 400 malformed request, 401 "
+           "no / bad / revoked key, 403 wrong scope, 404 not found, 405 method not "
+           "allowed (`Allow` lists the path's methods), 409 name taken, 413 body too "
+           "large, 415 wrong media type, 422 invalid input, 429 rate limit (with "
+           "Retry-After), 503 database unavailable (with Retry-After). A 422's body is "
+           "`InputErrors`: one item per problem, whose `loc` names the field "
+           "(`[\"body\", \"params\", \"url\"]`, `[\"query\", \"km\"]`) and `msg` says "
+           "why; every other error's is `Error` (`detail`, one sentence). Each operation "
+           "below lists every status it can answer.", ""]
     schemas = spec.get("components", {}).get("schemas", {})
     used: set[str] = set()
     for path, methods in spec["paths"].items():
         for method, op in methods.items():
-            secured = bool(op.get("security"))
-            key = ("none" if not secured else
-                   "read (if required)" if method == "get" else "write")
+            security = op.get("security") or []
+            key = ("none" if not security else
+                   "optional (read, with `--read-requires-key`)" if {} in security else
+                   "read" if method == "get" else "write")
             out += [f"## `{method.upper()} {path}`", "",
                     f"{op.get('summary', '')}. Key: {key}.", ""]
             description = (op.get("description") or "").strip()
@@ -95,14 +106,21 @@ def openapi_markdown(spec: dict[str, Any]) -> str:
                                                       "") + ".", ""]
                 if name in schemas:
                     used.add(name)
-            codes = ", ".join(f"{code} {r.get('description', '')}".strip()
-                              for code, r in op.get("responses", {}).items())
-            out += [f"Responses: {_cell(codes)}.", ""]
-            for r in op.get("responses", {}).values():
-                for media in r.get("content", {}).values():
+            out += ["| status | body | meaning |", "|---|---|---|"]
+            for code, r in op.get("responses", {}).items():
+                bodies = []
+                for content_type, media in r.get("content", {}).items():
                     name = _type(media.get("schema", {}))
                     if name in schemas:
                         used.add(name)
+                        bodies.append(f"`{name}`")
+                    else:
+                        bodies.append(f"`{content_type}`")
+                headers = ", ".join(f"`{h}`" for h in r.get("headers", {}))
+                meaning = r.get("description", "") + (f" Headers: {headers}." if headers
+                                                       else "")
+                out.append(f"| {code} | {', '.join(bodies) or 'none'} | {_cell(meaning)} |")
+            out.append("")
     pending, seen = sorted(used), set()
     out += ["## Schemas", ""]
     while pending:

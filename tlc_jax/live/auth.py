@@ -9,9 +9,16 @@ client IP. An empty bucket is a 429 with Retry-After. The buckets live in the pr
 memory: with N worker processes a key gets up to N times its rate.
 
     install(app, db, read_requires_key=False, anonymous_rate_per_min=300)
+    router = APIRouter(route_class=KeyFirstRoute)
     @router.get("/devices", dependencies=READ)   # or WRITE, or ANYONE
 
 `ANYONE` looks at no key, so it answers even when the database does not (health).
+
+The key is checked before the request's body is read: a route of `KeyFirstRoute` runs
+its rule (ANYONE / READ / WRITE) first, so a request without a valid key gets its 401
+(or 403, 429) whatever its body holds - not a 422 or 400 that would tell a caller
+without a key what the API accepts. The dependencies then see the rule done and do not
+count the request twice (on a plain APIRoute they check the key themselves).
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import threading
 import time
 from typing import Annotated, Callable
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from tlc_jax.live import apikeys
 from tlc_jax.live.db import Database
@@ -140,19 +149,73 @@ AccessRules = Annotated[Access, Depends(_access)]
 Token = Annotated[str | None, Depends(_token)]
 
 
+def _checked(request: Request) -> bool:
+    """Whether KeyFirstRoute has applied the route's rule already."""
+    return bool(getattr(request.state, "access_checked", False))
+
+
 def _anyone(request: Request, access: AccessRules) -> None:
     """No key looked at (health must answer even when the database does not)."""
-    _limit(access, _ip(request), access.anonymous_rate_per_min)
+    if not _checked(request):
+        _limit(access, _ip(request), access.anonymous_rate_per_min)
 
 
 def _reader(request: Request, access: AccessRules, token: Token) -> None:
-    _authorise(request, access, token, "read" if access.read_requires_key else None)
+    if not _checked(request):
+        _authorise(request, access, token, "read" if access.read_requires_key else None)
 
 
 def _writer(request: Request, access: AccessRules, token: Token) -> None:
-    _authorise(request, access, token, "write")
+    if not _checked(request):
+        _authorise(request, access, token, "write")
 
 
 ANYONE = [Depends(_anyone)]
 READ = [Depends(_reader)]
 WRITE = [Depends(_writer)]
+_RULES = {_anyone: "anyone", _reader: "read", _writer: "write"}
+
+
+def rule(route: APIRoute) -> str | None:
+    """"anyone", "read" or "write": the route's rule (its ANYONE / READ / WRITE
+    dependency), or None without one."""
+    for dependency in route.dependencies:
+        if dependency.dependency in _RULES:
+            return _RULES[dependency.dependency]
+    return None
+
+
+async def _token_of(request: Request) -> str | None:
+    """The key as the `_token` dependency finds it (the same security schemes)."""
+    bearer = await _bearer(request)
+    return bearer.credentials if bearer is not None else await _header(request)
+
+
+def _apply(request: Request, name: str, token: str | None) -> None:
+    access = _access(request)
+    if name == "anyone":
+        _limit(access, _ip(request), access.anonymous_rate_per_min)
+    else:
+        needed = "write" if name == "write" else (
+            "read" if access.read_requires_key else None)
+        _authorise(request, access, token, needed)
+    request.state.access_checked = True
+
+
+class KeyFirstRoute(APIRoute):
+    """An APIRoute that applies its rule (ANYONE / READ / WRITE) before FastAPI reads,
+    parses and validates the body and parameters: no key, no 422."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+        name = rule(self)
+        if name is None:
+            return handler
+
+        async def key_first(request: Request) -> Response:
+            token = await _token_of(request)
+            # In a worker thread: the key's lookup is a database transaction.
+            await run_in_threadpool(_apply, request, name, token)
+            return await handler(request)
+
+        return key_first

@@ -267,7 +267,7 @@ def cmd_keys(args) -> int:
 def cmd_openapi(args) -> int:
     from tlc_jax.live import apidoc
 
-    spec = apidoc.openapi_spec()
+    spec = apidoc.openapi_spec(read_requires_key=args.read_requires_key)
     print(apidoc.openapi_markdown(spec) if args.markdown else json.dumps(spec, indent=1),
           end="" if args.markdown else "\n")
     return 0
@@ -521,6 +521,9 @@ def _add_openapi(sub) -> None:
     openapi = sub.add_parser("openapi", help="Print the API's OpenAPI document (or, "
                                              "with --markdown, its reference).")
     openapi.add_argument("--markdown", action="store_true")
+    openapi.add_argument("--read-requires-key", action="store_true",
+                         help="The document of a server run with --read-requires-key "
+                              "(reads declare the key required).")
     openapi.set_defaults(func=cmd_openapi)
 
 

@@ -71,23 +71,29 @@ class DevicePolicy:
 
     def problems(self, spec: Any) -> list[str]:
         """What the operator does not allow in a valid device record (a
-        `registry.DeviceSpec`: kind, params, device()), each with its fix."""
+        `registry.DeviceSpec`: kind, params, device()), each with its fix (each a
+        `registry.Problem`, which names the parameter it is about)."""
+        from tlc_jax.live.registry import Problem
+
         out = []
         device = spec.device()
+        url_field = next((f"params.{k}" for k in ("url", "url_template")
+                          if k in spec.params), "params")
         for url in getattr(device, "urls", lambda: [])():
             try:
                 ssrf.check_url(url, self.allow)
             except ValueError as e:
-                out.append(self._url_problem(url, str(e)))
+                out.append(Problem(self._url_problem(url, str(e)), url_field))
         if spec.kind in ADMIN_KINDS:
-            out += self._folder_problems(str(spec.params.get("path", "")))
+            out += [Problem(text, "params.path")
+                    for text in self._folder_problems(str(spec.params.get("path", "")))]
         for key, bound, flag in (("max_bytes", self.max_frame_bytes, "--max-frame-bytes"),
                                  ("max_pixels", self.max_frame_pixels,
                                   "--max-frame-pixels")):
             value = spec.params.get(key)
             if isinstance(value, (int, float)) and value > bound:
-                out.append(f"{key} {value} is above this server's limit of {bound} "
-                           f"(the operator's {flag})")
+                out.append(Problem(f"{key} {value} is above this server's limit of {bound} "
+                                   f"(the operator's {flag})", f"params.{key}"))
         return out
 
     def _url_problem(self, url: str, message: str) -> str:

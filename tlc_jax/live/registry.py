@@ -73,8 +73,30 @@ def csv_unescape(text: str) -> str:
     return text
 
 
+class Problem(str):
+    """One thing wrong with a device record: its text, and `field`, the dotted name of
+    the field it is about (`kind`, `params.url`, `credentials.username`; "" for the
+    record as a whole), which the API reports as the error's location."""
+
+    field: str
+
+    def __new__(cls, text: str, field: str = "") -> "Problem":
+        problem = super().__new__(cls, text)
+        problem.field = field
+        return problem
+
+
 class InvalidDevice(ValueError):
-    """A device record that cannot be stored; the message lists every problem."""
+    """A device record that cannot be stored; the message lists every problem, and
+    `problems` holds them one by one (each a `Problem`, with its field)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()):
+        super().__init__(message)
+        self.problems = [p if isinstance(p, Problem) else Problem(p) for p in problems]
+
+    @classmethod
+    def of(cls, name: str, problems: Sequence[str]) -> "InvalidDevice":
+        return cls(f"Device {name!r}: " + "; ".join(problems) + ".", problems)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +117,7 @@ class DeviceSpec:
     def __post_init__(self):
         problems = _problems(self)
         if problems:
-            raise InvalidDevice(f"Device {self.name!r}: " + "; ".join(problems) + ".")
+            raise InvalidDevice.of(self.name, problems)
 
     def device(self) -> Device:
         return make_device(self.kind, self.name, **self.params, **self.credentials)
@@ -110,7 +132,7 @@ class DeviceSpec:
         """InvalidDevice listing what the operator's `DevicePolicy` does not allow."""
         problems = policy.problems(self)
         if problems:
-            raise InvalidDevice(f"Device {self.name!r}: " + "; ".join(problems) + ".")
+            raise InvalidDevice.of(self.name, problems)
 
     @classmethod
     def from_strings(cls, cells: dict[str, str], *, csv_escaped: bool = False
@@ -131,7 +153,7 @@ class DeviceSpec:
             try:
                 return convert(text)
             except ValueError:
-                problems.append(f"{key} {text!r} is not a number")
+                problems.append(Problem(f"{key} {text!r} is not a number", key))
                 return None
 
         params: dict[str, Any] = {}
@@ -142,10 +164,12 @@ class DeviceSpec:
             try:
                 params[key] = convert(text)
             except ValueError:
-                problems.append(f"{key} {text!r} is not a valid {fields[key]}")
+                problems.append(Problem(f"{key} {text!r} is not a valid {fields[key]}",
+                                        f"params.{key}"))
         active_text = cells.get("active", "").lower()
         if active_text not in ("", "1", "0", "true", "false", "yes", "no"):
-            problems.append(f"active {cells['active']!r} is not one of true/false/1/0/yes/no")
+            problems.append(Problem(f"active {cells['active']!r} is not one of "
+                                    f"true/false/1/0/yes/no", "active"))
         interval = number("poll_interval_s")
         spec = dict(name=cells.get("name", ""), kind=kind, params=params,
                     credentials={k: cells[k] for k in CREDENTIALS if cells.get(k)},
@@ -158,8 +182,8 @@ class DeviceSpec:
             try:
                 cls(**spec)
             except InvalidDevice as e:
-                problems.extend(str(e).split(": ", 1)[1].rstrip(".").split("; "))
-            raise InvalidDevice(f"Device {spec['name']!r}: " + "; ".join(problems) + ".")
+                problems.extend(e.problems)
+            raise InvalidDevice.of(spec["name"], problems)
         return cls(**spec)
 
     def cells(self, include_credentials: bool = False) -> dict[str, str]:
@@ -185,49 +209,91 @@ def _kind_fields(kind: str) -> dict[str, str]:
             if f.init and f.name != "name" and not f.name.startswith("_")}
 
 
-def _problems(spec: DeviceSpec) -> list[str]:
+def _required_fields(kind: str) -> list[str]:
+    """The kind's parameters without a default (they must be given)."""
+    cls = KINDS.get(kind)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return []
+    return [f.name for f in dataclasses.fields(cls)
+            if f.init and f.name != "name" and not f.name.startswith("_")
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING]
+
+
+def _problems(spec: DeviceSpec) -> list[Problem]:
+    """Everything wrong with the record, each with its field. The texts are written for
+    the user: never a Python exception's own words (a constructor's TypeError)."""
     problems = []
     if (not spec.name or len(spec.name) > MAX_NAME or not spec.name.isprintable()
             or "/" in spec.name):
-        problems.append(f"name must be 1-{MAX_NAME} printable characters without '/' "
-                        f"(it is part of API paths)")
+        problems.append(Problem(f"name must be 1-{MAX_NAME} printable characters without "
+                                f"'/' (it is part of API paths)", "name"))
     elif spec.name in (".", ".."):
-        problems.append("name must not be '.' or '..' (API paths could not reach the "
-                        "device)")
+        problems.append(Problem("name must not be '.' or '..' (API paths could not reach "
+                                "the device)", "name"))
     if spec.kind not in KINDS:
-        problems.append(f"unknown kind {spec.kind!r} (known: {', '.join(sorted(KINDS))})")
+        problems.append(Problem(f"unknown kind {spec.kind!r} (known: "
+                                f"{', '.join(sorted(KINDS))})", "kind"))
     else:
-        fields = {k: v for k, v in _kind_fields(spec.kind).items() if k not in CREDENTIALS}
+        kind_fields = _kind_fields(spec.kind)
+        fields = {k: v for k, v in kind_fields.items() if k not in CREDENTIALS}
+        taken = sorted(set(kind_fields) & set(CREDENTIALS))
+        before = len(problems)
         misplaced = sorted(set(spec.params) & set(CREDENTIALS))
         if misplaced:  # They would be stored and shown with the parameters.
-            problems.append(f"{', '.join(misplaced)} are credentials: give them with the "
-                            f"credentials, not the parameters")
+            problems.append(Problem(f"{', '.join(misplaced)} are credentials: give them "
+                                    f"with the credentials, not the parameters",
+                                    f"params.{misplaced[0]}"))
         unknown = sorted(set(spec.params) - set(fields) - set(CREDENTIALS))
         if unknown:
-            problems.append(f"{', '.join(unknown)} not parameters of kind {spec.kind} "
-                            f"(its parameters: {', '.join(sorted(fields))})")
+            problems.append(Problem(f"{', '.join(unknown)} not parameters of kind "
+                                    f"{spec.kind} (its parameters: "
+                                    f"{', '.join(sorted(fields))})", f"params.{unknown[0]}"))
+        missing = [f for f in _required_fields(spec.kind)
+                   if f not in spec.params and f not in CREDENTIALS]
+        if missing:
+            problems.append(Problem(f"kind {spec.kind} needs the parameter(s) "
+                                    f"{', '.join(missing)}", f"params.{missing[0]}"))
         secrets = sorted(set(spec.credentials) - set(CREDENTIALS))
         if secrets:
-            problems.append(f"unknown credentials {', '.join(secrets)}")
-        if not unknown and not secrets and not misplaced:
-            try:
-                spec.device()
-            except (ValueError, TypeError) as e:
-                problems.append(str(e).split(": ", 1)[-1].rstrip("."))
+            problems.append(Problem(f"unknown credentials {', '.join(secrets)} (known: "
+                                    f"{', '.join(CREDENTIALS)})", f"credentials.{secrets[0]}"))
+        not_taken = sorted(set(spec.credentials) & set(CREDENTIALS) - set(taken))
+        if not_taken:
+            problems.append(Problem(
+                f"kind {spec.kind} takes no {', '.join(not_taken)} credential(s) ("
+                + (f"it takes {', '.join(taken)}" if taken else "it takes none") + ")",
+                f"credentials.{not_taken[0]}"))
+        if len(problems) == before:
+            try:  # The constructor itself, not make_device (which words a TypeError
+                # as a ValueError).
+                KINDS[spec.kind](name=spec.name, **spec.params, **spec.credentials)
+            except ValueError as e:
+                text = str(e).rstrip(".")
+                word = text.split(" ", 1)[0]
+                problems.append(Problem(text, f"params.{word}" if word in fields
+                                        else "params"))
+            except TypeError:  # A value of the wrong type; Python's words say how.
+                problems.append(Problem(f"the parameters do not fit kind {spec.kind} (its "
+                                        f"parameters: {', '.join(sorted(fields))})",
+                                        "params"))
     if (spec.latitude is None) != (spec.longitude is None):
-        problems.append("latitude and longitude must be given together")
+        problems.append(Problem("latitude and longitude must be given together",
+                                "longitude" if spec.longitude is None else "latitude"))
     if spec.latitude is not None and not (math.isfinite(spec.latitude)
                                           and -90 <= spec.latitude <= 90):
-        problems.append(f"latitude {spec.latitude} is outside [-90, 90]")
+        problems.append(Problem(f"latitude {spec.latitude} is outside [-90, 90]",
+                                "latitude"))
     if spec.longitude is not None and not (math.isfinite(spec.longitude)
                                            and -180 <= spec.longitude <= 180):
-        problems.append(f"longitude {spec.longitude} is outside [-180, 180]")
+        problems.append(Problem(f"longitude {spec.longitude} is outside [-180, 180]",
+                                "longitude"))
     if not (math.isfinite(spec.poll_interval_s) and spec.poll_interval_s >= MIN_INTERVAL_S):
-        problems.append(f"poll_interval_s must be >= {MIN_INTERVAL_S}; got "
-                        f"{spec.poll_interval_s}")
+        problems.append(Problem(f"poll_interval_s must be >= {MIN_INTERVAL_S}; got "
+                                f"{spec.poll_interval_s}", "poll_interval_s"))
     for key in ("city", "region", "country", "sector"):
         if len(getattr(spec, key)) > 200:
-            problems.append(f"{key} is longer than 200 characters")
+            problems.append(Problem(f"{key} is longer than 200 characters", key))
     return problems
 
 

@@ -4,11 +4,15 @@ These are the schemas of the OpenAPI document. Request bodies (`Strict`) refuse 
 fields, NaN and infinities (a 422), and take device names, places, coordinates and poll
 intervals within the registry's limits. Device credentials are write-only: they come in
 with `DeviceCreate` / `DevicePatch`, and `DeviceOut` says only `has_credentials`.
+
+Errors have two shapes: a 422 is `InputErrors` (`detail`: a list of `InputError`, each
+with the field's location, whether FastAPI or the API's own checks found it); every other
+error is `Error` (`detail`: one sentence).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt,
                       StrictStr)
@@ -164,3 +168,44 @@ class ModelVersionOut(BaseModel):
     step: int
     class_names: list[str]
     created_at: float
+
+
+class Error(BaseModel):
+    """Every error but a 422: what went wrong, and what to do about it."""
+
+    detail: str
+
+
+class InputError(BaseModel):
+    """One problem with the request: `loc` is where (`["body", "params", "url"]`,
+    `["query", "km"]`), `msg` what is wrong; `ctx` the limit broken, if any. The value
+    sent is never repeated (it may be a secret)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+    ctx: dict[str, str] | None = None
+
+
+class InputErrors(BaseModel):
+    """A 422: every problem found with the request, one item each."""
+
+    detail: list[InputError]
+
+
+class DatabaseHealth(BaseModel):
+    ok: bool
+    backend: str
+    revision: str | None = None  # The schema's Alembic revision, when it answers.
+    error: str | None = None  # The exception's class, when it does not.
+
+
+class HealthOut(BaseModel):
+    """`status`: "ok", "degraded" (the service's status could not be read) or
+    "unavailable" (the database does not answer: a 503). `service`: the live service's
+    own report (run-time, analyzer, counters, failing devices), null when this server
+    has none."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    database: DatabaseHealth
+    service: dict[str, Any] | None

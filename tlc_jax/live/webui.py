@@ -7,12 +7,12 @@ The pages (`tlc_jax/live/web/`, no build step, no external asset) call the API u
 /api/v1 from the browser: device search with a map view, a device's latest frames and
 predictions (auto-refreshing), and the operations status from /api/v1/health.
 
-Every response gets `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`;
-every response but FastAPI's own documentation pages (/docs, /redoc: they load Swagger /
-ReDoc from a CDN with inline scripts) gets a Content-Security-Policy that allows only the
-page's own origin: no inline script or style, no other host. Images may also be `blob:`
-URLs: the pages fetch frame images with the API key header (an <img> cannot send one)
-and show them from the fetched bytes.
+Every response gets `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`,
+and a Content-Security-Policy that allows only the page's own origin: no inline script
+or style, no other host. The API documentation at /docs lives under the same policy:
+its Swagger UI is served from local files (tlc_jax.live.swagger). Images may also be
+`blob:` URLs: the pages fetch frame images with the API key header (an <img> cannot
+send one) and show them from the fetched bytes.
 """
 
 from __future__ import annotations
@@ -76,16 +76,15 @@ class SecurityHeaders:
     """ASGI middleware adding the security headers to every HTTP response (a header the
     app set itself is kept)."""
 
-    def __init__(self, app: ASGIApp, *, no_csp_paths: frozenset[str] = frozenset()):
-        self.app, self.no_csp_paths = app, no_csp_paths
+    def __init__(self, app: ASGIApp):
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         extra = [(b"x-content-type-options", b"nosniff"),
-                 (b"referrer-policy", b"no-referrer")]
-        if scope.get("path", "") not in self.no_csp_paths:
-            extra.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                 (b"referrer-policy", b"no-referrer"),
+                 (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -104,7 +103,6 @@ def mount_web(app: FastAPI) -> FastAPI:
     no earlier route matched."""
     if not (WEB_ROOT / "index.html").is_file():
         raise FileNotFoundError(f"The web interface's files are missing from {WEB_ROOT}.")
-    docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    app.add_middleware(SecurityHeaders, no_csp_paths=frozenset(p for p in docs if p))
+    app.add_middleware(SecurityHeaders)
     app.mount("/", WebFiles(directory=WEB_ROOT, html=True), name="web")
     return app

@@ -51,9 +51,11 @@ function detailText(detail) {
   if (detail === null || detail === undefined) return "";
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) {
-    // FastAPI's 422: [{loc: [...], msg: "..."}, ...]
+    // A 422 (InputErrors): [{loc: ["body", "params", "url"], msg: "..."}, ...]; shown
+    // as "params.url: ...".
     return detail.map((e) => {
-      const where = Array.isArray(e.loc) ? e.loc.filter((p) => p !== "query").join(".") : "";
+      const where = Array.isArray(e.loc)
+        ? e.loc.filter((p) => p !== "query" && p !== "body").join(".") : "";
       return `${where ? where + ": " : ""}${e.msg ?? JSON.stringify(e)}`;
     }).join("; ");
   }
