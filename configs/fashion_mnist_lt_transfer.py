@@ -21,11 +21,13 @@ from-scratch DenseNet is (no warm-up, nothing frozen, SGD 0.1 cosine). Both get
 `epochs` epochs in all (warm-up included), the DenseNet-BC grid's budget.
 
 Resolution (`size`): training images/s of Lite0 on 2 shared CPU cores (batch 80,
-2026-11-30), with the first two stages frozen: 61 at 32 px, 20 at 64 px, 11 at 96 px
-(all trainable: 44, 13, 6); DenseNet-BC-16 at 28 px: 220. A 10-epoch ratio-100 run
-takes about 40 minutes at 32 px and 2 hours at 64 px there, so 32 px is the default;
-whether 64 px buys accuracy is measured on the contrast set in docs/RESULTS.md (the
-grid configs/grids/fashion_mnist_lt_transfer.py has both sizes) before it is chosen.
+2026-11-30), first two stages frozen: 61 at 32 px, 20 at 64 px, 11 at 96 px with XLA's
+grouped convolution; with the depthwise convolution as shifted multiply-adds
+(`layers.DepthwiseConv`) about 600, 56 and 31 (all trainable: 174, 62, 8; DenseNet-BC-16
+at 28 px: 175-280, same load). A ratio-100 run at 32 px took 7.6 minutes there
+(2026-11-30, beside another run), so 32 px is the default; whether 64 px buys accuracy is
+measured on the contrast set (the grid configs/grids/fashion_mnist_lt_transfer.py has
+both sizes) before it is chosen.
 Arguments: those of fashion_mnist_lt.py, plus size (px), pretrained=true|false.
 """
 

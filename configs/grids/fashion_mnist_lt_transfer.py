@@ -10,9 +10,9 @@ at 32 and 64 px, ratios 100 and 10, seeds 0-2.
 configs/fashion_mnist_lt_transfer.py (10 epochs in all, warm-up included); the
 from-scratch DenseNet-BC-16 rows with the same data, split and budget are the `tlc` and
 `class-balanced` rows of configs/grids/fashion_mnist_lt.py (same seeds give the same
-split). 2 methods x 2 initialisations x 2 sizes x 2 ratios x 3 seeds = 48 runs; on 2 CPU cores about 40
-minutes each at 32 px and 2 hours at 64 px (configs/fashion_mnist_lt_transfer.py): a
-grid for many sessions or a GPU. Choose the size on the contrast set (results.md's
+split). 2 methods x 2 initialisations x 2 sizes x 2 ratios x 3 seeds = 48 runs; on 2 CPU
+cores about 8 minutes each at 32 px and several times that at 64 px
+(configs/fashion_mnist_lt_transfer.py): a grid for several sessions or a GPU. Choose the size on the contrast set (results.md's
 model-selection table), not the test set.
 """
 
