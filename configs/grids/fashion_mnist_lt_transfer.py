@@ -12,8 +12,8 @@ from-scratch DenseNet-BC-16 rows with the same data, split and budget are the `t
 `class-balanced` rows of configs/grids/fashion_mnist_lt.py (same seeds give the same
 split). 2 methods x 2 initialisations x 2 sizes x 2 ratios x 3 seeds = 48 runs; on 2 CPU
 cores about 8 minutes each at 32 px and several times that at 64 px
-(configs/fashion_mnist_lt_transfer.py): a grid for several sessions or a GPU. Choose the size on the contrast set (results.md's
-model-selection table), not the test set.
+(configs/fashion_mnist_lt_transfer.py): a grid for several sessions or a GPU. Choose the
+size on the contrast set (results.md's model-selection table), not the test set.
 """
 
 
