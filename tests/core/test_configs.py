@@ -27,7 +27,8 @@ def load(path, arg=None):
 
 def test_every_experiment_has_a_config():
     assert {p.stem for p in CONFIGS} == {"digits_lt", "cifar10_lt", "cifar100_lt",
-                                         "caltech101", "ham10000", "fashion_mnist_lt"}
+                                         "caltech101", "ham10000", "fashion_mnist_lt",
+                                         "fashion_mnist_lt_transfer"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

@@ -290,13 +290,14 @@ def test_a_failing_run_is_reported_and_the_others_go_on(tmp_path):
     out = run_grid(tmp_path / "work", "--parallel=2", grid=grid)
     assert out.returncode == 1, out.stdout + out.stderr
     for seed in (0, 1):
-        assert f"[FAILED] default/broken/seed{seed}: exit code 1" in out.stderr
+        # A config the trainer refuses is a usage error: exit status 2.
+        assert f"[FAILED] default/broken/seed{seed}: exit code 2" in out.stderr
     assert "no-such-loss" in out.stderr  # The end of the run's log.
     # The sklearn rows (the same data) were still computed.
     assert out.stdout.count(f"[done] default/{BASELINE_METHOD}") == 2
     text = (tmp_path / "work" / "results.md").read_text()
     assert re.search(r"\| broken \| 0 of 2 \|", text)
-    assert len(re.findall(r"\| default/broken/seed\d \| failed \| exit code 1", text)) == 2
+    assert len(re.findall(r"\| default/broken/seed\d \| failed \| exit code 2", text)) == 2
 
 
 def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
