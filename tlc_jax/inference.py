@@ -72,10 +72,10 @@ def checkpoint_folder(run: str | Path) -> Path:
 
 
 def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
-    """(step, saved train state as host arrays) of a run's latest or best checkpoint,
-    read-only. The best is by contrast-set macro-F1, as the trainer keeps it. One that
-    does not restore (truncated, damaged) is skipped with a warning for the newest
-    other that does."""
+    """(step, saved train state as arrays on one device) of a run's latest or best
+    checkpoint, read-only, whatever devices or processes saved it. The best is by
+    contrast-set macro-F1, as the trainer keeps it. One that does not restore
+    (truncated, damaged) is skipped with a warning for the newest other that does."""
     if which not in ("latest", "best"):
         raise ValueError(f"which={which!r}: use 'latest' or 'best'.")
     folder = checkpoint_folder(run)
@@ -93,7 +93,8 @@ def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
         for step in steps:
             try:
                 state = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore()))["state"]
+                    state=ocp.args.StandardRestore(saved_state_target(folder, step))))[
+                    "state"]
             except Exception as e:  # noqa: BLE001 - an unreadable one: try the next.
                 failures.append(f"{step} ({type(e).__name__}: {str(e)[:160]})")
                 logging.warning("Checkpoint %s of %s does not restore (%s); trying the "
@@ -101,6 +102,23 @@ def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
                 continue
             return int(step), state
     raise ValueError(f"No checkpoint in {folder} restores: {'; '.join(failures)}.")
+
+
+def saved_state_target(folder: Path, step: int,
+                       sharding: jax.sharding.Sharding | None = None) -> Any:
+    """The saved train state's shapes and dtypes as a restore target, every array with
+    `sharding` (default: this process's first device). Orbax refuses to restore
+    without a target on other devices than saved it; with one, a run saved from any
+    number of devices or processes (multi-GPU, multi-host) restores anywhere."""
+    handler = ocp.StandardCheckpointHandler()  # Reads the metadata file; no threads.
+    try:
+        metadata = handler.metadata(Path(folder) / str(step) / "state")
+    finally:
+        handler.close()
+    tree = getattr(metadata, "item_metadata", metadata)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
 
 
 @dataclasses.dataclass(frozen=True)

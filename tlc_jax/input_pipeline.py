@@ -1,7 +1,11 @@
 """Quota batches through grain: a checkpointable iterator over `QuotaSampler` plans.
 
 `QuotaBatchIterator` is a `grain.DatasetIterator`, so orbax saves and restores it with
-`grain.checkpoint.CheckpointSave` / `CheckpointRestore`. Batches are planned as index
+`grain.checkpoint.CheckpointSave` / `CheckpointRestore`. With several processes each
+plans and loads only its slice of every global batch (the sampler's `shard_options`,
+grain's `ShardByJaxProcess` convention) and each checkpoints its own iterator (grain's
+handler writes `process_<i>-of-<n>.json`), so a run resumes with as many processes as
+saved it. Batches are planned as index
 arrays in the main process (cheap) and loaded by one call per batch: a single numpy
 gather for images held in memory or memory-mapped, which runs at millions of images/s;
 grain worker processes (`worker_count`) pay off only when loading decodes files.

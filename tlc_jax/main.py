@@ -9,22 +9,34 @@ A mistake on the command line or in the data (a mistyped field, a value out of r
 missing files, no network for a download, a work directory holding another run) ends
 with one message saying what is wrong and the flag that fixes it, and exit status 2;
 tracebacks are for bugs (and for any error with --verbose). Ctrl-C stops the run
-before its next step (a second Ctrl-C at once); the same command resumes it. Re-running a finished run prints its results without
-evaluating again (--reevaluate to evaluate its final checkpoint anew).
+before its next step (a second Ctrl-C at once); the same command resumes it. Re-running
+a finished run prints its results without evaluating again (--reevaluate to evaluate its
+final checkpoint anew).
+
+Several processes (hosts) run one training together when launched as such: by SLURM's
+srun or Open MPI's mpirun with more than one task (detected as JAX detects them), or with
+--coordinator_address, --num_processes and --process_id (or the JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID variables launch/local_processes.sh sets); a single
+process needs none of them. Process 0 logs and writes the outputs, the others log
+warnings only (--log_all_processes for all). An error on one process stops all of them;
+when a process dies, the others end within --heartbeat_timeout seconds. See
+docs/MULTIHOST.md.
 """
 
 import logging as std_logging
+import os
 import re
 import signal
 import sys
 import traceback
 from pathlib import Path
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tlc_jax import config as config_lib
-from tlc_jax import train
+from tlc_jax import distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -36,9 +48,26 @@ _REEVALUATE = flags.DEFINE_bool("reevaluate", False, "For a finished run: evalua
                                 "write its report again (else it is only printed).")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Tracebacks for every error, also for "
                              "mistakes in the command line or the data.")
+# --- several processes (docs/MULTIHOST.md); a single process needs none of these ---
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Several processes: HOST:PORT of process 0's "
+    "coordinator (default $JAX_COORDINATOR_ADDRESS, or SLURM's / Open MPI's).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Several processes: how many run together (default "
+    "$JAX_NUM_PROCESSES, or SLURM's / Open MPI's task count).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Several processes: this one's index, 0 .. num_processes - 1 "
+    "(default $JAX_PROCESS_ID, or SLURM's / Open MPI's rank).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Several processes: seconds after which a silent process "
+    "counts as dead and the others stop.", lower_bound=1)
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "init_timeout", 300, "Several processes: seconds to wait for all to join.",
+    lower_bound=1)
+_LOG_ALL = flags.DEFINE_bool("log_all_processes", False, "Several processes: INFO logs "
+                             "from every process (else from process 0 only).")
 
 USAGE_ERROR = 2  # Exit status for a mistake the user can fix (as argparse uses).
-_TLC_JAX = str(Path(__file__).resolve().parent)
 
 
 def _quiet_libraries(record) -> bool:
@@ -47,30 +76,46 @@ def _quiet_libraries(record) -> bool:
     return record.levelno >= std_logging.WARNING or not noisy
 
 
-def raised_by_tlc_jax(error: BaseException) -> bool:
-    """Whether tlc-jax's own code raised `error` on purpose (its innermost frame is in
-    this package): a message written for the user, not a failure inside a library."""
-    tb = error.__traceback__
-    if tb is None:
-        return False
-    innermost = traceback.extract_tb(tb)[-1].filename
-    return str(Path(innermost).resolve()).startswith(_TLC_JAX)
-
-
-def user_error(error: BaseException) -> bool:
-    """A mistake in the command line, config, data or work directory (see module doc)."""
-    from tlc_jax.fileio import DownloadError
-    from tlc_jax.workdir import WorkdirBusyError
-
-    if isinstance(error, (WorkdirBusyError, DownloadError)):
-        return True
-    return (isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError,
-                               ImportError)) and raised_by_tlc_jax(error))
+user_error = train.user_error  # A mistake in the command line, config, data, workdir.
 
 
 def fail(message: str) -> None:
     print(f"error: {message}\n(--verbose shows the traceback)", file=sys.stderr)
     sys.exit(USAGE_ERROR)
+
+
+def exit_at_once(status: int) -> None:
+    """Ends this process of a multi-process run without waiting for the others at
+    JAX's shutdown barrier (up to its timeout): they stop when they miss it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.flush()
+    os._exit(status)
+
+
+def lost_contact(error: BaseException) -> bool:
+    """A collective or the coordination service failed because another process of the
+    run is gone."""
+    text = str(error)
+    return (distributed.is_multiprocess() and type(error).__name__ == "JaxRuntimeError"
+            and any(s in text for s in ("Gloo", "Connection closed", "coordination",
+                                        "NCCL", "UNAVAILABLE", "DEADLINE_EXCEEDED")))
+
+
+def start_processes() -> None:
+    """Joins a multi-process run when launched as one (see the module doc); logs
+    which process this is and its devices; quiets the others' logs."""
+    try:
+        launch = distributed.detect_launch(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                           _PROCESS_ID.value)
+    except ValueError as e:
+        fail(str(e))
+    if launch is not None:
+        distributed.initialize(launch, heartbeat_timeout=_HEARTBEAT.value,
+                               init_timeout=_INIT_TIMEOUT.value)
+    logging.info("%s", distributed.describe())
+    if distributed.is_multiprocess() and jax.process_index() != 0 and not _LOG_ALL.value:
+        logging.set_verbosity(logging.WARNING)
 
 
 def _innermost_message(error: BaseException) -> str:
@@ -124,7 +169,9 @@ def _on_ctrl_c(signum, frame) -> None:
     if train.stop_requested():
         raise KeyboardInterrupt
     train.request_stop()
-    print("\nstopping before the next step (Ctrl-C again to stop at once)...",
+    where = ("the next step all processes agree on" if distributed.is_multiprocess()
+             else "the next step")
+    print(f"\nstopping before {where} (Ctrl-C again to stop at once)...",
           file=sys.stderr, flush=True)
 
 
@@ -134,17 +181,38 @@ def main(argv):
     logging.get_absl_handler().python_handler.addFilter(_quiet_libraries)
     signal.signal(signal.SIGINT, _on_ctrl_c)
     config = _CONFIG.value
+    start_processes()
     try:
         report = train.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value,
                                           reevaluate=_REEVALUATE.value)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        if distributed.is_multiprocess() and not isinstance(e, train.Stopped):
+            exit_at_once(130)  # Stopped at once: the others are not stopping with it.
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - user mistakes become one line, bugs stay.
+        if not distributed.is_multiprocess():
+            if _VERBOSE.value or not user_error(e):
+                raise
+            fail(str(e))
+        # Several processes: an error every process raised together (the run's checks
+        # make sure of that) ends through JAX's shutdown; any other ends this process
+        # at once, and the others stop when they miss it.
+        if lost_contact(e) and not _VERBOSE.value:
+            print(f"error: process {jax.process_index()} lost contact with another "
+                  f"process of this run (it died, or its host did): "
+                  f"{str(e).splitlines()[0][:300]}\nRun the same launch again to resume "
+                  f"from the last checkpoint.", file=sys.stderr)
+            exit_at_once(1)
         if _VERBOSE.value or not user_error(e):
-            raise
+            traceback.print_exc()
+            exit_at_once(1)
+        if not distributed.raised_everywhere(e):
+            print(f"error: {e}", file=sys.stderr)
+            exit_at_once(USAGE_ERROR)
         fail(str(e))
-    print_outputs(report, _WORKDIR.value)
+    if jax.process_index() == 0:
+        print_outputs(report, _WORKDIR.value)
 
 
 def print_help() -> None:

@@ -7,9 +7,11 @@ it has is oversampled, and augmentation makes the repeats differ). Everything fo
 from (seed, step, quotas): pass k over class c is ordered by a keyed hash of (seed, c,
 k), so planning 1 step or 10,000 at once gives the same batches, the state is a few
 integers per class, and restoring it resumes exactly. Each of several processes takes
-its slice of the same global batch. Quotas may change before any step (every epoch,
-every K steps, ...). `tlc_jax.input_pipeline.QuotaBatchIterator` runs the plan through
-grain.
+its slice of the same global batch (grain's `ShardOptions` / `ShardByJaxProcess`
+convention: shard i of n is the i-th of n equal blocks), so the per-class quotas hold
+exactly over the global batch, and every process's sampler state is the same. Quotas
+may change before any step (every epoch, every K steps, ...).
+`tlc_jax.input_pipeline.QuotaBatchIterator` runs the plan through grain.
 
 A plain Python loop needs nothing else:
 
@@ -75,13 +77,19 @@ class QuotaSampler:
       quotas: initial per-class counts summing to B; uniform (B / C) by default.
       shard_index, shard_count: this process's slice of every global batch
         (e.g. `jax.process_index()`, `jax.process_count()`); B must divide evenly.
+      shard_options: the same as a `grain.sharding.ShardOptions` (anything with
+        `shard_index` and `shard_count`), e.g. `ShardByJaxProcess(drop_remainder=True)`;
+        overrides the two above.
       shuffle_within_batch: mix classes inside a batch (else grouped by class), so each
         device's share of a sharded batch is not a handful of classes.
     """
 
     def __init__(self, labels: np.ndarray, num_classes: int, batch_size: int, *,
                  seed: int = 0, quotas: np.ndarray | None = None, shard_index: int = 0,
-                 shard_count: int = 1, shuffle_within_batch: bool = True):
+                 shard_count: int = 1, shard_options: Any = None,
+                 shuffle_within_batch: bool = True):
+        if shard_options is not None:
+            shard_index, shard_count = shard_options.shard_index, shard_options.shard_count
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels must be a 1-D integer array; got {labels.dtype} "
@@ -98,7 +106,8 @@ class QuotaSampler:
         self.batch_size = batch_size
         self.seed = int(seed)
         self.shuffle_within_batch = shuffle_within_batch
-        self.shard = slice(shard_index * batch_size // shard_count,
+        self.shard_index, self.shard_count = shard_index, shard_count
+        self.shard = slice(shard_index * batch_size // shard_count,  # grain's even_split
                            (shard_index + 1) * batch_size // shard_count)
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(num_classes + 1))

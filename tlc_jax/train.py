@@ -18,6 +18,14 @@ Everything runs sharded over a 1-D ("data",) mesh of all devices: the batch is s
 the state replicated, BatchNorm statistics are over the global batch. The state is
 checkpointed atomically with orbax every epoch together with the sampler, so a killed
 run resumes where it stopped.
+
+The same code runs as several processes (one per host, `tlc_jax.distributed`): every
+process reads only its slice of each global batch and of each evaluation batch, the
+confusion matrices are reduced over all devices, so every process computes the same F1
+and quotas (checked: a disagreement stops the run), orbax saves and restores with all
+processes (each writes its own sampler file), and process 0 alone holds the work
+directory's lock, moves unreadable checkpoints aside and writes the report, plots and
+TensorBoard files.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import json
 import os
 import threading
 import time
+import traceback
 import weakref
 from pathlib import Path
 from typing import Any
@@ -41,13 +50,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tlc_jax import losses, metrics, models, quotas
+from tlc_jax import distributed, losses, metrics, models, quotas
 from tlc_jax.active_sampling import ActiveSampling, ActiveState, next_quotas
 from tlc_jax.config import validate as validate_config
 from tlc_jax.data import ImageDataset
 from tlc_jax.data.prepare import augment_options, offline_augmented, prepare
 from tlc_jax.fileio import read_json, write_json_atomic
-from tlc_jax.inference import BEST_METRIC, CHECKPOINT_DIR, ModelSpec
+from tlc_jax.inference import (BEST_METRIC, CHECKPOINT_DIR, ModelSpec,
+                               saved_state_target)
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.pretrained import head_name, initial_weights
 from tlc_jax.report import write_report_files
@@ -63,10 +73,18 @@ from tlc_jax.writers import MetricWriter, Progress
 _STOP = threading.Event()
 
 
+class Stopped(KeyboardInterrupt):
+    """The run stopped between two steps on request (`request_stop`); with several
+    processes, all of them at the same step."""
+
+
 def request_stop() -> None:
-    """Asks a running trainer to stop before its next step (raising KeyboardInterrupt
-    there), so no checkpoint write is interrupted half-way; the same command resumes.
-    The command line calls this on the first Ctrl-C."""
+    """Asks a running trainer to stop before its next step (raising Stopped, a
+    KeyboardInterrupt, there), so no checkpoint write is interrupted half-way; the same
+    command resumes. The command line calls this on the first Ctrl-C. With several
+    processes the request is honoured where they all agree to stop: at the first check
+    (every `config.train.log_every_steps` steps and at each epoch's start) after it
+    reached any of them."""
     _STOP.set()
 
 
@@ -83,28 +101,45 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        lock = lock_workdir(self.workdir)  # Held until run() ends or this is collected.
-        self._unlock = weakref.finalize(self, os.close, lock)
+        self._unlock = lambda: None
+        # One lock per run: several processes share the work directory (on a shared
+        # filesystem), and process 0 stands for them all; the others learn whether it
+        # got the lock, so a busy directory stops every process with the same error.
+        distributed.all_or_none("locking the work directory", self._lock, user_error)
         try:
             self._setup(overwrite)
         except BaseException:
             self._unlock()  # A failed start leaves the directory free.
             raise
 
+    def _lock(self) -> None:
+        if jax.process_index() == 0:
+            lock = lock_workdir(self.workdir)  # Held until run() ends or collected.
+            self._unlock = weakref.finalize(self, os.close, lock)
+
+    def _claim(self, overwrite: bool) -> None:
+        if jax.process_index() == 0:  # Alone: it may delete another run's files.
+            claim_workdir(self.workdir, self.config, overwrite)
+
     def _setup(self, overwrite: bool) -> None:
         """Claims the work directory; prepares data, model and stages."""
         config = self.config
-        claim_workdir(self.workdir, config, overwrite)
+        distributed.all_or_none("claiming the work directory",
+                                lambda: self._claim(overwrite), user_error)
         self.writer = MetricWriter(self.workdir)
 
         # --- mesh ---
-        self.mesh = Mesh(np.array(jax.devices()), ("data",))
+        self.mesh = Mesh(np.array(distributed.process_major_devices()), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.data_sharding = NamedSharding(self.mesh, P("data"))
         self.num_devices = self.mesh.size
 
-        # --- data ---
-        self.data = prepare(config.data, config.seed, self.workdir)
+        # --- data --- (every process prepares it, and checks that all got the same)
+        self.data = distributed.all_or_none(
+            "preparing the data", lambda: prepare(config.data, config.seed, self.workdir),
+            user_error)
+        distributed.assert_same("the data (split, labels, a sample of the images)",
+                                *data_fingerprint(self.data))
         self.num_classes = self.data.train.num_classes
         self.train_counts = self.data.train.class_counts()  # Before offline copies.
         logging.info("train %d images %s, contrast %d, test %d", len(self.data.train),
@@ -124,7 +159,8 @@ class Trainer:
         self.image_shape = spec.image_shape
         if self.writer.enabled:  # What inference needs to rebuild the model.
             spec.write(self.workdir)
-        self.eval_step = jax.jit(make_eval_step(self.model), donate_argnums=(4,))
+        self.eval_step = jax.jit(make_eval_step(self.model), donate_argnums=(4,),
+                                 out_shardings=self.replicated)
 
         # --- the stages, and what they record ---
         self.stages = stages_from_config(config, self.num_classes, self.model.num_stages)
@@ -201,10 +237,12 @@ class Trainer:
     def iterator(self, stage: Stage, composition: str) -> QuotaBatchIterator:
         by_class = composition != INSTANCE
         labels = self.data.train.labels if by_class else np.zeros(len(self.data.train), int)
+        # This process's slice of every global batch, as grain shards over processes;
+        # the mesh is process-major, so the slice lands on this process's devices.
         sampler = QuotaSampler(labels, self.num_classes if by_class else 1,
                                stage.batch_size, seed=self.config.seed + stage.seed_offset,
-                               shard_index=jax.process_index(),
-                               shard_count=jax.process_count())
+                               shard_options=grain.sharding.ShardByJaxProcess(
+                                   drop_remainder=True))
         return QuotaBatchIterator(sampler, ArrayBatchLoader(
             image=self.data.train.images, label=self.data.train.labels))
 
@@ -240,18 +278,28 @@ class Trainer:
     # --- evaluation ----------------------------------------------------------------
 
     def confusion(self, variables: dict, ds: ImageDataset) -> np.ndarray:
-        """Confusion matrix over `ds`, in fixed-size padded batches (no recompiles)."""
+        """Confusion matrix over `ds`, in fixed-size padded batches (no recompiles).
+        Each process reads its slice of every batch; the matrix is summed over all
+        devices, so every process holds the whole set's."""
         size = -(-self.config.eval.batch_size // self.num_devices) * self.num_devices
+        rows = self.process_rows(size)
         confusion = jax.device_put(jnp.zeros((self.num_classes,) * 2, jnp.int32),
                                    self.replicated)
         for start in range(0, len(ds), size):
-            idx = np.arange(start, start + size)
+            idx = np.arange(start, start + size)[rows]
             valid = idx < len(ds)
             idx = np.where(valid, idx, 0)
-            batch = [jax.device_put(a, self.data_sharding)
-                     for a in (ds.images[idx], ds.labels[idx], valid)]
+            batch = [jax.make_array_from_process_local_data(
+                self.data_sharding, a, (size, *a.shape[1:]))
+                for a in (ds.images[idx], ds.labels[idx], valid)]
             confusion = self.eval_step(variables, *batch, confusion)
         return np.asarray(confusion)
+
+    def process_rows(self, size: int) -> slice:
+        """The rows of a global batch of `size` that this process's devices hold: the
+        process's contiguous block of the process-major mesh."""
+        n, i = jax.process_count(), jax.process_index()
+        return slice(i * size // n, (i + 1) * size // n)
 
     def posthoc(self, variables: dict) -> dict:
         """`variables` as evaluated: the classifier tau-normalised (Kang et al. 2020)
@@ -289,8 +337,11 @@ class Trainer:
         policy = ActiveSampling(stage.batch_size, self.train_counts, s.min_quota,
                                 s.f1_momentum, signal=s.signal,
                                 balanced=s.balanced_contrast, mix_balanced=s.mix_balanced)
-        self.active, new = next_quotas(policy, self.active,
-                                       self.contrast_confusion(state, stage, step))
+        confusion = self.contrast_confusion(state, stage, step)
+        self.active, new = next_quotas(policy, self.active, confusion)
+        # Every process must go on with the same quotas (its slice of the same batch).
+        distributed.assert_same(f"the contrast-set confusion matrix and the quotas after "
+                                f"{stage.name} step {step}", confusion, new)
         iterator.set_quotas(new)
         f1 = self.contrast_f1(state, stage, step)
         self.writer.write(step, "quotas", {"contrast_macro_f1": f1.mean(),
@@ -318,23 +369,40 @@ class Trainer:
         """The newest checkpoint that restores completely, as {"step", "meta"}; None
         for a fresh run. Newer ones that do not restore (a truncated tensor file, a
         damaged JSON) are moved out of the way into checkpoints_unreadable/ - kept, not
-        deleted - with a warning saying which and why."""
-        for step in sorted(mngr.all_steps(), reverse=True):
+        deleted - with a warning saying which and why.
+
+        With several processes all of them try each checkpoint together (orbax reads
+        collectively); one that fails on any process is set aside by process 0 alone,
+        and all go on from the same step (checked)."""
+        steps = sorted(mngr.all_steps(), reverse=True)
+        distributed.assert_same("the checkpoints found in the work directory", steps)
+        for step in steps:
             try:
+                target = saved_state_target(self.workdir / CHECKPOINT_DIR, step,
+                                            self.replicated)  # On whatever devices.
                 restored = mngr.restore(step, args=ocp.args.Composite(
-                    meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()))
+                    meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)))
                 meta = restored["meta"]
                 if not isinstance(meta, dict) or "phase" not in meta:
                     raise ValueError(f"its meta data is not a tlc-jax record: {meta!r:.80}")
-                return {"step": step, "meta": meta}
+                error = None
             except Exception as e:  # noqa: BLE001 - any failure to read means skip it.
-                aside = self.workdir / "checkpoints_unreadable" / str(step)
+                error = e
+            if not distributed.any_process(error is not None):
+                distributed.assert_same("the checkpoint to resume from", step,
+                                        json.dumps(meta, sort_keys=True))
+                return {"step": step, "meta": meta}
+            aside = self.workdir / "checkpoints_unreadable" / str(step)
+            if jax.process_index() == 0:
                 aside.parent.mkdir(exist_ok=True)
                 os.replace(self.workdir / CHECKPOINT_DIR / str(step), aside)
-                logging.warning("Checkpoint %d does not restore (%s: %s); moved to %s, "
-                                "trying the one before.", step, type(e).__name__,
-                                str(e).splitlines()[0][:200] if str(e) else "", aside)
-                mngr.reload()
+            reason = ("it does not restore on another process" if error is None else
+                      f"{type(error).__name__}: "
+                      f"{str(error).splitlines()[0][:200] if str(error) else ''}")
+            logging.warning("Checkpoint %d does not restore (%s); moved to %s, trying the "
+                            "one before.", step, reason, aside)
+            distributed.barrier(f"checkpoint {step} set aside")
+            mngr.reload()
         return None
 
     def save(self, mngr, epoch_index: int, state, iterators: dict, meta: dict,
@@ -353,6 +421,9 @@ class Trainer:
     def restore(self, mngr, resume: dict, state: TrainState,
                 iterators: dict) -> tuple[TrainState, int]:
         """The stage's state and samplers from the checkpoint; the epoch to go on from."""
+        distributed.all_or_none(
+            "restoring the samplers",
+            lambda: self.check_process_count(resume["step"], iterators), user_error)
         samplers = {name: grain.checkpoint.CheckpointRestore(it)
                     for name, it in iterators.items()}
         restored = mngr.restore(resume["step"], args=ocp.args.Composite(
@@ -362,6 +433,22 @@ class Trainer:
         self.active = ActiveState.from_json({**meta["history"],
                                              "f1_ema": meta.get("f1_ema")})
         return restored["state"], meta["epoch"] + 1
+
+    def check_process_count(self, step: int, iterators: dict) -> None:
+        """Each process saved its own sampler file (grain's process_<i>-of-<n>.json);
+        a run resumes with as many processes as wrote the checkpoint."""
+        n = jax.process_count()
+        for name in iterators:
+            folder = self.workdir / CHECKPOINT_DIR / str(step) / name
+            mine = folder / f"process_{jax.process_index()}-of-{n}.json"
+            if folder.is_dir() and not mine.exists():
+                found = sorted(p.name for p in folder.glob("process_*-of-*.json"))
+                counts = sorted({f.rsplit("-of-", 1)[1][:-5] for f in found})
+                raise ValueError(
+                    f"Checkpoint {step} in {self.workdir / CHECKPOINT_DIR} was written by "
+                    f"a run of {' or '.join(counts) or 'another number of'} processes; "
+                    f"this run has {n}. Resume it with the same number of processes "
+                    f"(each saved its own data-iterator state).")
 
     # --- one stage -------------------------------------------------------------------
 
@@ -414,8 +501,8 @@ class Trainer:
         log_every = self.config.train.log_every_steps
         sums = {"loss": 0.0, "accuracy": 0.0}  # Device scalars: no wait per step.
         for i in range(steps_per_epoch):
-            if _STOP.is_set():  # Ctrl-C (see request_stop): stop between steps.
-                raise KeyboardInterrupt("stopped between two steps")
+            if self.stop_due(i, log_every):  # Ctrl-C (see request_stop).
+                raise Stopped("stopped between two steps")
             batch = next(iterator)
             device_batch = {k: jax.make_array_from_process_local_data(
                 self.data_sharding, batch[k]) for k in ("image", "label")}
@@ -429,6 +516,16 @@ class Trainer:
             if active and global_step % update_every == 0 and global_step < last_step:
                 quota_input = self.update_quotas(stage, state, iterator, global_step)
         return state, {k: v / steps_per_epoch for k, v in sums.items()}  # Epoch means.
+
+    @staticmethod
+    def stop_due(i: int, every: int) -> bool:
+        """Whether to stop before step `i` of an epoch: at once when a stop was
+        requested, for a single process; several processes must stop at the same step,
+        so they agree at the epoch's first step and every `every` steps (a collective:
+        not at every step, which would wait for the device each time)."""
+        if not distributed.is_multiprocess():
+            return _STOP.is_set()
+        return i % every == 0 and distributed.any_process(_STOP.is_set())
 
     def end_epoch(self, stage: Stage, epoch: int, state, out: dict, mngr,
                   iterators: dict, steps_per_epoch: int, epoch_offset: int,
@@ -523,6 +620,8 @@ class Trainer:
         variables = variables_of(state)
         evaluated = self.posthoc(variables)
         test = self.metrics_on(evaluated)
+        distributed.assert_same("the test-set confusion matrix",
+                                test["confusion_matrix"])
         report = {
             "test": test,
             # The same on the contrast set: what choices between runs may read.
@@ -545,6 +644,43 @@ def variables_of(state: TrainState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+def data_fingerprint(data) -> list[np.ndarray]:
+    """What must be the same on every process: each split's labels and a sample of
+    its images (at most ~256 per split, spread over it: cheap for any size)."""
+    out = []
+    for ds in (data.train, data.contrast, data.test):
+        out += [ds.labels, ds.images[::max(1, len(ds) // 256)]]
+    return out
+
+
+_TLC_JAX = str(Path(__file__).resolve().parent)
+
+
+def raised_by_tlc_jax(error: BaseException) -> bool:
+    """Whether tlc-jax's own code raised `error` on purpose (its innermost frame is in
+    this package): a message written for the user, not a failure inside a library."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    innermost = traceback.extract_tb(tb)[-1].filename
+    return str(Path(innermost).resolve()).startswith(_TLC_JAX)
+
+
+def user_error(error: BaseException) -> bool:
+    """A mistake in the command line, config, data or work directory, or processes of
+    one run that disagree (their data differ): one line for the user, no traceback."""
+    from tlc_jax.fileio import DownloadError
+    from tlc_jax.workdir import WorkdirBusyError
+
+    if isinstance(error, (WorkdirBusyError, DownloadError,
+                          distributed.ProcessMismatchError)):
+        return True
+    if isinstance(error, distributed.OtherProcessError):
+        return error.usage
+    return (isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError,
+                               ImportError)) and raised_by_tlc_jax(error))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        overwrite: bool = False, reevaluate: bool = False) -> dict:
     """Runs (or resumes) the configured training in `workdir`; returns the report.
@@ -556,11 +692,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """
     validate_config(config)
     report_path = Path(workdir) / "report.json"
+    finished = False
     if report_path.exists() and not (overwrite or reevaluate):
         recorded = read_json(Path(workdir) / CONFIG_FILE)
-        if recorded is not None and not config_changes(recorded,
-                                                       json.loads(config.to_json())):
-            logging.info("%s holds this config's finished run: its report is read, "
-                         "not recomputed (--reevaluate evaluates it again).", workdir)
-            return json.loads(report_path.read_text())
+        finished = recorded is not None and not config_changes(
+            recorded, json.loads(config.to_json()))
+    # Several processes: process 0's view of the shared work directory decides.
+    if distributed.broadcast(int(finished)):
+        logging.info("%s holds this config's finished run: its report is read, "
+                     "not recomputed (--reevaluate evaluates it again).", workdir)
+        return json.loads(report_path.read_text())
     return Trainer(config, workdir, overwrite).run()
