@@ -21,9 +21,9 @@ from helpers import ROOT
 ARGS = [f"--config={ROOT / 'configs' / 'digits_lt.py'}", "--config.data.image_size=0",
         "--config.model.depth=10", "--config.model.growth_rate=4",
         "--config.train.images_per_class=4", "--config.train.lr_schedule=constant",
-        "--config.eval.batch_size=64", "--config.train.epochs=6"]
+        "--config.eval.batch_size=64", "--config.train.epochs=4"]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-MAX_KILLS = 4
+MAX_KILLS = 3
 
 
 def start(workdir):
