@@ -18,18 +18,8 @@ grid, not yet run (no GPU run of it has been measured; docs/RESULTS.md says when
 
 import os
 
-from tlc_jax.experiments.methods import long_tail_methods
+from tlc_jax.experiments.methods import cifar_lt_grid
 
 
 def get_grid():
-    return {
-        "description": "CIFAR-100-LT, the TLC paper's protocol (ImageNet-pretrained "
-                       "DenseNet-121, 200 epochs): TLC against the long-tail field's "
-                       "baselines, same model and budget.",
-        "config": "configs/cifar100_lt.py",
-        "config_args": "download=true",
-        "variants": ["ratio=100", "ratio=10"],
-        "methods": long_tail_methods(defer_epoch=160, crt_epochs=10),
-        "seeds": [0, 1, 2],
-        "overrides": {"data.root": os.environ.get("CIFAR_ROOT", "data/cifar")},
-    }
+    return cifar_lt_grid(100, os.environ.get("CIFAR_ROOT", "data/cifar"))

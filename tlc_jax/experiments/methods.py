@@ -53,3 +53,21 @@ def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
         "crt": {**INSTANCE, "decoupled.enabled": True, "decoupled.epochs": crt_epochs},
         "tau-norm": {**INSTANCE, "eval.tau_norm": 1.0},
     }
+
+
+def cifar_lt_grid(classes: int, root: str) -> dict:
+    """The GPU grid of configs/grids/cifar{10,100}_lt.py: configs/cifar{classes}_lt.py
+    (the TLC paper's protocol: ImageNet-pretrained DenseNet-121, 200 epochs) at ratios
+    100 and 10, every method of `long_tail_methods` with Cao's / Kang's budgets (DRS /
+    DRW at epoch 160, cRT 10 epochs), seeds 0-2, the archive fetched into `root`."""
+    return {
+        "description": f"CIFAR-{classes}-LT, the TLC paper's protocol (ImageNet-pretrained "
+                       f"DenseNet-121, 200 epochs): TLC against the long-tail field's "
+                       f"baselines, same model and budget.",
+        "config": f"configs/cifar{classes}_lt.py",
+        "config_args": "download=true",
+        "variants": ["ratio=100", "ratio=10"],
+        "methods": long_tail_methods(defer_epoch=160, crt_epochs=10),
+        "seeds": [0, 1, 2],
+        "overrides": {"data.root": root},
+    }
