@@ -21,7 +21,14 @@ dry_run=0
 if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
 out=${1:-gpu_suite_$(date -u +%Y%m%dT%H%M%SZ)}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-cmd=(python -m tlc_jax.benchmarks.memory_speed "--out=$out"
+# Python: $PYTHON, else python, else python3 (some GPU images name only python3).
+py=${PYTHON:-$(command -v python || command -v python3)}
+# Order and caps from the first run on an H200 (2026-11-30), which spent its 8 minutes
+# compiling BC-1000 rows: step times first (--speed_first), and no GPU-peak row for a
+# configuration estimated above 24 GiB (naive BC-1000 needs ~142 GiB; the deepest
+# search reports naive's limit). Each progress line carries the seconds since start.
+cmd=("$py" -m tlc_jax.benchmarks.memory_speed "--out=$out" --speed_first
+     --gpu_peak_max_gib=24
      --depths=100,1000 --batch_size=64
      --imagenet_models=densenet121 --imagenet_batch=64
      --policies=dots_saveable,nothing_saveable
@@ -33,8 +40,8 @@ if (( dry_run )); then
   exit 0
 fi
 mkdir -p "$out"
-{ date -u; nvidia-smi || true; python -c 'import jax; print(jax.__version__, jax.devices())'
-  python -c 'import torch; print(torch.__version__, torch.version.cuda)' || true
+{ date -u; nvidia-smi || true; "$py" -c 'import jax; print(jax.__version__, jax.devices())'
+  "$py" -c 'import torch; print(torch.__version__, torch.version.cuda)' || true
 } > "$out/env.txt" 2>&1
 # 480 s for the whole run; rows that would not fit the device are skipped up front,
 # each subprocess row has its own 200 s limit.

@@ -23,9 +23,11 @@ from tlc_jax.benchmarks.result_rows import GIB, Config, log, row
 
 
 def memory_section(args, rows: list[dict], gpu: bool, torch_ok: bool,
-                   torch_reason: str) -> dict:
+                   torch_reason: str, checkpoint=None) -> dict:
     """Section 1; returns the traced JAX figures keyed by (model, depth, mode, policy)
-    and the measured PyTorch ones keyed by (model, depth, mode)."""
+    and the measured PyTorch ones keyed by (model, depth, mode). `checkpoint()`, if
+    given, is called after each configuration (a time-boxed run keeps what it
+    measured)."""
     traced: dict[tuple, dict[str, int]] = {}
     torch_measured: dict[tuple, dict] = {}
     modes = [("naive", "-")] + [("recompute", q) for q in args.policies]
@@ -58,6 +60,8 @@ def memory_section(args, rows: list[dict], gpu: bool, torch_ok: bool,
             if not _torch_saved_rows(args, rows, cfg, mode, jax_same, torch_measured, gpu):
                 continue
             _torch_peak_rows(args, rows, cfg, mode, gpu, gpu_peak)
+        if checkpoint is not None:
+            checkpoint()
     return {"jax": traced, "torch": torch_measured}
 
 
@@ -90,12 +94,16 @@ def _jax_saved_rows(rows, cfg: Config, mode: str, policy: str,
 def _jax_gpu_rows(args, rows, cfg: Config, mode: str, policy: str,
                   t: dict[str, int]) -> None:
     """Compiled temp bytes and the GPU peak of one JAX mode, in a fresh process.
-    A configuration estimated well past the device's memory is not attempted: its
-    rows say "not measured" and why."""
+    A configuration whose training state is estimated past the device's memory, or
+    past --gpu_peak_max_gib, is not attempted (compiling it can take minutes and it
+    cannot run): its rows say "not measured" and why."""
     base = dict(cfg.common, mode=mode, policy=policy)
-    if total_estimate(t) > 1.5 * device_bytes():
+    limit, what = device_bytes(), "the device's memory"
+    if args.gpu_peak_max_gib is not None and args.gpu_peak_max_gib * GIB < limit:
+        limit, what = args.gpu_peak_max_gib * GIB, f"--gpu_peak_max_gib={args.gpu_peak_max_gib:g}"
+    if total_estimate(t) > limit:
         res = {"error": f"skipped: estimated {total_estimate(t) / GIB:.0f} GiB exceeds "
-                        f"the device's memory"}
+                        f"{what}"}
     else:
         res = run_row(dict(kind="jax_peak", model=cfg.model, depth=cfg.depth, mode=mode,
                            policy=policy, batch=cfg.batch, size=cfg.size),

@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="Memory modes of the --xla_variants rows (naive,recompute).")
     p.add_argument("--gpu_peak", action=argparse.BooleanOptionalAction, default=None,
                    help="Measure GPU peaks (default: when a GPU is present).")
+    p.add_argument("--speed_first", action="store_true",
+                   help="Run the speed section before the memory section (the GPU "
+                   "suite: step times first, deep networks' memory rows last).")
+    p.add_argument("--gpu_peak_max_gib", type=float, default=None,
+                   help="GPU peak rows whose training state is estimated above this "
+                   "are not attempted (default: the device's memory).")
     p.add_argument("--row_timeout", type=int, default=600,
                    help="Seconds allowed to each subprocess row (GPU peaks, PyTorch "
                    "saved bytes, XLA variants).")
@@ -210,17 +216,33 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(out, rows, md, args.budget_gib)
         return md
 
-    measured = memory_section(args, rows, gpu, torch_ok, torch_reason)
+    done: list[str] = []
+
+    def run_speed() -> None:
+        speed_section(args, rows, gpu, torch_ok, torch_reason,
+                      checkpoint=lambda: checkpoint(", ".join(done + ["speed (part)"])))
+        done.append("speed")
+        checkpoint(", ".join(done))
+
+    # --speed_first: a time-boxed GPU suite measures the step times (the recompute
+    # overhead, bf16 against PyTorch AMP) before the deep networks' memory rows, whose
+    # compilation is the slowest part.
+    if args.speed and args.speed_first:
+        run_speed()
+    measured = memory_section(
+        args, rows, gpu, torch_ok, torch_reason,
+        checkpoint=lambda: checkpoint(", ".join(done + ["memory (part)"])))
     quoted_section(rows)
-    checkpoint("memory, quoted")
+    done += ["memory", "quoted"]
+    checkpoint(", ".join(done))
     # Speed before the deepest search: on a GPU the search's measured check compiles
     # very deep networks, the slowest part of a time-boxed suite.
-    if args.speed:
-        speed_section(args, rows, gpu, torch_ok, torch_reason)
-        checkpoint("memory, quoted, speed")
+    if args.speed and not args.speed_first:
+        run_speed()
     if args.deepest:
         deepest_section(args, rows, measured, gpu)
-        checkpoint("memory, quoted, speed, deepest")
+        done.append("deepest")
+        checkpoint(", ".join(done))
     if args.xla_variants:
         variants_section(args, rows)
     md = checkpoint("all")

@@ -7,6 +7,7 @@ The schema (what each field holds) is in `tlc_jax.benchmarks.memory_speed`'s doc
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 FIELDS = ("section", "framework", "model", "depth", "batch_size", "image_size", "mode",
@@ -60,6 +61,10 @@ def row(section: str, framework: str, model: str, *, depth: Any = "",
                 note=note)
 
 
+_START = time.monotonic()
+
+
 def log(msg: str) -> None:
-    """A progress line on stdout, flushed at once (long runs are watched live)."""
-    print(msg, flush=True)
+    """A progress line on stdout, flushed at once, with the seconds since the
+    benchmark started (long, time-boxed runs are watched live)."""
+    print(f"[{time.monotonic() - _START:6.0f} s] {msg}", flush=True)

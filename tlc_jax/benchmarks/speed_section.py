@@ -33,9 +33,11 @@ XLA_VARIANTS = {
 }
 
 
-def speed_section(args, rows, gpu: bool, torch_ok: bool, torch_reason: str) -> None:
+def speed_section(args, rows, gpu: bool, torch_ok: bool, torch_reason: str,
+                  checkpoint=None) -> None:
     """Section 4: per speed configuration, the JAX rows, then the PyTorch rows (or one
-    row saying why PyTorch was skipped)."""
+    row saying why PyTorch was skipped); `checkpoint()`, if given, after each
+    configuration."""
     configs = [Config("densenet_bc", args.speed_bc_depth, args.speed_bc_batch,
                       16 if args.quick else 32)]
     if args.speed_imagenet_model:
@@ -47,8 +49,10 @@ def speed_section(args, rows, gpu: bool, torch_ok: bool, torch_reason: str) -> N
         if not torch_ok:
             rows.append(row("speed", "pytorch", cfg.model, **cfg.common, metric="step_s",
                             status="skipped", note=torch_reason))
-            continue
-        _torch_speed_rows(args, rows, gpu, cfg)
+        else:
+            _torch_speed_rows(args, rows, gpu, cfg)
+        if checkpoint is not None:
+            checkpoint()
 
 
 def _device_peak_flops(gpu: bool) -> float | None:
