@@ -57,16 +57,13 @@ def total_estimate(t: dict[str, int]) -> int:
             + t["input_bytes"])
 
 
-def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
-                   flops: bool = True, channels: int = 3) -> dict[str, float]:
-    """Times the trainer's train step (`tlc_jax.step.make_train_step`) on `net`.
-
-    The step as training runs it: uint8 images normalised on the device, train-mode
-    forward, cross-entropy, SGD with momentum 0.9 on every parameter, the batch's class
-    counts against a quota vector; jitted with the state donated. Returns compile_s,
-    step_s (the median of `steps` timed steps after one warm-up, each ended by
-    `block_until_ready`) and, where XLA's cost analysis reports it, flops_per_step.
-    """
+def compiled_train_step(net, batch: int, size: int, classes: int, *,
+                        channels: int = 3):
+    """The trainer's train step (`tlc_jax.step.make_train_step`) on `net`, compiled
+    for one batch shape, with its inputs: returns (compiled, compile_s, state, data,
+    quotas, key). The step as training runs it: uint8 images normalised on the device,
+    train-mode forward, cross-entropy, SGD with momentum 0.9 on every parameter, the
+    batch's class counts against a quota vector; jitted with the state donated."""
     import jax
     import jax.numpy as jnp
 
@@ -85,11 +82,23 @@ def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
                                                      loss="ce", augment=None))
     state = init_state(variables, tx, None)
     data = {"image": images, "label": labels}
-
     start = time.perf_counter()
     compiled = jax.jit(step, donate_argnums=0).lower(state, data, quotas,
                                                      key_step).compile()
-    out: dict[str, Any] = {"compile_s": time.perf_counter() - start}
+    return compiled, time.perf_counter() - start, state, data, quotas, key_step
+
+
+def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
+                   flops: bool = True, channels: int = 3) -> dict[str, float]:
+    """Times the trainer's train step (`compiled_train_step`) on `net`. Returns
+    compile_s, step_s (the median of `steps` timed steps after one warm-up, each ended
+    by `block_until_ready`) and, where XLA's cost analysis reports it, flops_per_step.
+    """
+    import jax
+
+    compiled, compile_s, state, data, quotas, key_step = compiled_train_step(
+        net, batch, size, classes, channels=channels)
+    out: dict[str, Any] = {"compile_s": compile_s}
     if flops:
         cost = compiled.cost_analysis()
         if isinstance(cost, (list, tuple)):
