@@ -7,7 +7,6 @@ classification rules on hand-written HLO and aten names."""
 import importlib.util
 import os
 
-
 from tlc_jax.benchmarks import cpu_profile
 
 HAVE_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "torchvision"))
