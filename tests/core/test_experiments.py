@@ -421,11 +421,12 @@ def test_run_state_compares_the_recorded_config(tmp_path):
 
 def test_contrast_choice_reads_contrast_figures_only():
     """The choice between active-sampling variants: highest mean contrast balanced
-    accuracy; contrast macro-F1 when a candidate lacks the former (runs recorded
-    before it existed); never a test figure; None without finished runs."""
+    accuracy over the seeds all candidates have; contrast macro-F1 when they share no
+    seed with the former (runs recorded before it existed); never a test figure; None
+    without finished runs."""
     from tlc_jax.experiments.aggregate import Group, Run
     from tlc_jax.experiments.grid import Cell
-    from tlc_jax.experiments.results import contrast_choice
+    from tlc_jax.experiments.results import contrast_choice, contrast_choice_detail
     from tlc_jax.experiments.runs import RunState
 
     def group(method, f1s, baccs, test=0.5, finished=True):
@@ -444,3 +445,9 @@ def test_contrast_choice_reads_contrast_figures_only():
     legacy = group("b", [0.6, 0.6], [None, None])
     assert contrast_choice([a, legacy], ["a", "b"]) == "a"  # By macro-F1: 0.7 > 0.6.
     assert contrast_choice([c], ["c"]) is None
+    # Compared on the seeds both have: d's extra seed does not count.
+    d = group("d", [0.7, 0.7], [0.80, 0.99])
+    e = group("e", [0.7], [0.85])
+    assert contrast_choice([d, e], ["d", "e"]) == "e"
+    assert contrast_choice_detail([d, e], ["d", "e"]) == (
+        "e", "contrast_balanced_accuracy", [0])

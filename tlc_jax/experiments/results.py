@@ -24,6 +24,8 @@ import csv
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from tlc_jax.data.prepare import SPLIT_FILE
 from tlc_jax.experiments.aggregate import (METRICS, SELECTION, TAIL_CLASSES, Group, Run,
                                            Stat, class_columns, collect, groups,
@@ -100,16 +102,32 @@ def active_methods(grid: Grid, variant: str) -> list[str]:
             if grid.config(first[m]).sampling.composition == "active"]
 
 
-def contrast_choice(variant_groups: list[Group], candidates: Sequence[str]) -> str | None:
+def contrast_choice_detail(variant_groups: list[Group], candidates: Sequence[str]
+                           ) -> tuple[str, str, list[int]] | None:
     """Among `candidates`, the method with the highest mean contrast balanced accuracy
-    over its finished seeds (contrast macro-F1 where no run of a candidate has the
-    former); None without finished runs. Reads no test figure."""
+    over the seeds every candidate has finished with that figure (contrast macro-F1
+    where they share no such seed: runs recorded before it existed): returns (method,
+    the figure's key, the seeds compared), None without a common seed. Means over
+    different seeds are not compared (a seed's split and initialisation move every
+    figure); no test figure is read."""
     pool = [g for g in variant_groups if g.method in candidates and g.finished]
+    if not pool:
+        return None
     for key, _ in reversed(SELECTION):  # Balanced accuracy first, then macro-F1.
-        scored = [(g.stat(key).mean, g.method) for g in pool]
-        if scored and all(mean is not None for mean, _ in scored):
-            return max(scored)[1]
+        per = [{r.cell.seed: r.metrics[key] for r in g.finished
+                if r.metrics.get(key) is not None} for g in pool]
+        common = sorted(set.intersection(*(set(p) for p in per)))
+        if common:
+            scored = [(float(np.mean([p[s] for s in common])), g.method)
+                      for p, g in zip(per, pool)]
+            return max(scored)[1], key, common
     return None
+
+
+def contrast_choice(variant_groups: list[Group], candidates: Sequence[str]) -> str | None:
+    """The method `contrast_choice_detail` chooses (None without a common seed)."""
+    detail = contrast_choice_detail(variant_groups, candidates)
+    return detail[0] if detail else None
 
 
 def selection_table(grid: Grid, variant: str, variant_groups: list[Group]) -> list[str]:
@@ -121,11 +139,14 @@ def selection_table(grid: Grid, variant: str, variant_groups: list[Group]) -> li
             for g in variant_groups if g.method != BASELINE_METHOD]
     lines = _table(header, rows)
     active = active_methods(grid, variant)
-    chosen = contrast_choice(variant_groups, active)
-    if chosen is not None:
+    detail = contrast_choice_detail(variant_groups, active)
+    if detail is not None:
+        chosen, key, seeds = detail
+        figure = dict(SELECTION)[key].lower().replace("contrast ", "contrast-set ")
         lines += ["", f"Chosen on the contrast set among the active-sampling methods "
-                      f"({', '.join(active)}): **{chosen}** (highest mean contrast "
-                      f"balanced accuracy; contrast macro-F1 while some lack it)."]
+                      f"({', '.join(active)}): **{chosen}** (highest mean {figure} "
+                      f"over the seeds all of them have: "
+                      f"{', '.join(str(s) for s in seeds)})."]
     return lines
 
 
