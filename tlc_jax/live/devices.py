@@ -182,10 +182,10 @@ async def _get(device: str, client: httpx.AsyncClient, url: str, max_bytes: int,
         return await _read_limited(device, response, max_bytes)
 
 
-@register_kind("http_snapshot")
 @dataclasses.dataclass
-class HttpSnapshot:
-    """A still image at the device's own URL (the commonest kind of public camera)."""
+class _UrlWithLogin:
+    """The fields and checks the device kinds fetched from their own URL share, with an
+    optional login (HTTP basic or digest)."""
 
     name: str
     url: str
@@ -204,6 +204,12 @@ class HttpSnapshot:
 
     def urls(self) -> list[str]:
         return [self.url]
+
+
+@register_kind("http_snapshot")
+@dataclasses.dataclass
+class HttpSnapshot(_UrlWithLogin):
+    """A still image at the device's own URL (the commonest kind of public camera)."""
 
     async def fetch(self, client: httpx.AsyncClient) -> Frame:
         data = await _get(self.name, client, self.url, self.max_bytes,
@@ -246,27 +252,9 @@ class Relay:
 
 @register_kind("mjpeg")
 @dataclasses.dataclass
-class Mjpeg:
+class Mjpeg(_UrlWithLogin):
     """The current frame of a `multipart/x-mixed-replace` stream: connect, take the
     first complete part, disconnect."""
-
-    name: str
-    url: str
-    username: str = ""
-    password: str = dataclasses.field(default="", repr=False)
-    auth: str = "basic"  # "basic" or "digest", used when username is set.
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    kind: ClassVar[str]
-
-    def __post_init__(self):
-        if self.auth not in ("basic", "digest"):
-            raise ValueError(f"auth must be 'basic' or 'digest'; got {self.auth!r}.")
-        _check_limits(self)
-        _check_url(self.url)
-
-    def urls(self) -> list[str]:
-        return [self.url]
 
     async def fetch(self, client: httpx.AsyncClient) -> Frame:
         async with _response(self.name, client, self.url,
