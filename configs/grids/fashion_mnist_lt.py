@@ -10,8 +10,9 @@ epochs, SGD 0.1 cosine, batch 80), the same budget for every method; seeds 0, 1,
 Methods (tlc_jax/experiments/methods.py; README, "The field's baselines"):
     tlc, tlc-focal, tlc-cot      active sampling (the paper's rule) with CE / focal / COT
     tlc-balanced-softmax         active sampling with the batch-prior-corrected loss
-    tlc-balanced-f1, tlc-recall, tlc-recall-balanced-softmax   candidate improvements of
-                                 the quota rule (README, "Active sampling variants")
+    tlc-balanced-f1, tlc-recall, tlc-recall-balanced-softmax, tlc-mix
+                                 candidate improvements of the quota rule (README,
+                                 "Active sampling variants")
     instance                     uniform instance sampling, CE
     class-balanced, sqrt, progressive   static / scheduled class quotas, CE
     drs                          instance, then class-balanced from epoch 8 (Cao et al.)

@@ -324,7 +324,7 @@ def test_grid_files_of_the_project_load():
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
     assert list(grid.variants) == ["ratio=100", "ratio=10"]
-    assert len(grid.cells()) == 2 * 19 * 3  # Ratios x methods x seeds.
+    assert len(grid.cells()) == 2 * 20 * 3  # Ratios x methods x seeds.
     configs = {c.id: grid.config(c) for c in grid.cells()}
     assert configs["ratio=10/tlc-cot/seed2"].train.loss == "cot"
     assert configs["ratio=10/tlc-cot/seed2"].data.imbalance_ratio == 10
@@ -337,7 +337,7 @@ def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
     monkeypatch.setenv("CIFAR_ROOT", "/somewhere/cifar")
     for name, classes in (("cifar10_lt", "cifar10"), ("cifar100_lt", "cifar100")):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
-        assert len(grid.cells()) == 2 * 19 * 3
+        assert len(grid.cells()) == 2 * 20 * 3
         configs = {c.id: grid.config(c) for c in grid.cells() if c.seed == 0}
         for run, c in configs.items():
             assert (c.data.name, c.model.name, c.model.pretrained, c.train.epochs) == (

@@ -33,6 +33,9 @@ def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
         "tlc-recall": {"sampling.signal": "recall"},
         "tlc-recall-balanced-softmax": {"sampling.signal": "recall",
                                         "train.loss": "balanced_softmax"},
+        # Half Eq. 4, half equal shares: class-balanced sampling's mean with part of
+        # the F1 feedback's lift of the weakest class (Fashion-MNIST-LT, docs/RESULTS.md).
+        "tlc-mix": {"sampling.mix_balanced": 0.5},
         # Re-sampling.
         "instance": INSTANCE,
         "class-balanced": {"sampling.composition": "class_balanced"},
