@@ -96,7 +96,9 @@ def test_a_killed_runtime_process_hands_its_devices_over(db_url, tmp_path, camer
         hashes = [h for _, h in seq]
         # Stored twice = the same picture in two consecutive rows (the cameras change
         # picture every CHANGE_S and cycle through four).
-        assert all(a != b for a, b in zip(hashes, hashes[1:])), device
+        assert all(a != b for a, b in zip(hashes, hashes[1:])), (
+            device, device in lost, round(killed_at, 2),
+            [(round(t, 2), h[:8]) for t, h in seq])
         gaps = [b - a for a, b in zip(times, times[1:])]
         if device in lost:
             assert times[-1] > killed_at + LEASE_S, device  # Polled again after the kill.

@@ -285,3 +285,41 @@ def test_retention_never_deletes_the_files_of_uncommitted_frames(db_url, tmp_pat
         paths = set(session.scalars(sa.select(DB.FrameRow.path)))
     assert len(paths) == 1 and paths == {f.path for f in store.files()}
     database.dispose()
+
+
+def test_a_refresh_that_failed_after_taking_a_lease_still_starts_from_the_last_hash(
+        db_url, tmp_path, monkeypatch):
+    """Seen under load in the failover test: a refresh took a device's lease, then
+    reading the previous holder's last frame hash failed (a locked database); the next
+    refresh found the lease already held, not newly acquired, so polling began with no
+    hash and stored the previous holder's last picture a second time."""
+    from tlc_jax.live import leases as L
+    from tlc_jax.live.devices import make_frame
+
+    from live_helpers import FRAMES
+
+    database = DB.open_database(db_url)
+    register(database, [{"name": "cam", "kind": "http_snapshot",
+                         "url": "http://cam.example/x.jpg"}])
+    store = FrameStore(tmp_path / "frames")
+    first = LiveService(database, store, None, ServiceConfig(**FAST))
+    first._list_devices()
+    (stored,) = first.store_frames([make_frame("cam", FRAMES[0], 10**6)])
+    first.leases.release_all()
+
+    second = LiveService(database, store, None, ServiceConfig(**FAST))
+    real = L.last_hashes
+    calls = []
+
+    def locked_once(session, ids):
+        calls.append(list(ids))
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return real(session, ids)
+
+    monkeypatch.setattr(L, "last_hashes", locked_once)
+    with pytest.raises(RuntimeError, match="locked"):
+        second._list_devices()  # The lease is taken, the hash is not read.
+    assert list(second._list_devices()) == ["cam"]
+    assert second.runtime.initial_hash("cam") == stored[1].sha256
+    database.dispose()

@@ -310,17 +310,23 @@ class LiveService:
     # ------------------------------------------------------------------ the work (threads)
 
     def _list_devices(self):
-        """The devices this process holds leases on (renewed here, every refresh)."""
+        """The devices this process holds leases on (renewed here, every refresh).
+
+        A device that starts being polled here (newly acquired, or held but not polled
+        since an earlier refresh failed after taking its lease) starts from the hash of
+        its newest stored frame, so a picture the previous holder stored is not stored
+        again."""
         lease = self.leases.renew()
         with self.db.session() as session:
             rows = session.scalars(sa.select(DeviceRow).where(
                 DeviceRow.id.in_(lease.held), DeviceRow.active)).all()
             devices = registry.runtime_devices_of(rows, self.policy)
             names = {r.id: r.name for r in rows}
-            if lease.acquired:
-                hashes = leases.last_hashes(session, sorted(lease.acquired))
-                self._initial_hashes.update({names[i]: h for i, h in hashes.items()
-                                             if i in names})
+            starting = (set(names) - set(self._device_ids.values())) | (
+                lease.acquired & set(names))
+            if starting:
+                hashes = leases.last_hashes(session, sorted(starting))
+                self._initial_hashes.update({names[i]: h for i, h in hashes.items()})
         self._device_ids = {name: i for i, name in names.items()}
         self.counters["leases_acquired"] += len(lease.acquired)
         self.counters["leases_released"] += len(lease.released)
