@@ -88,11 +88,11 @@ def test_quick_profile_accounts_for_the_step(capsys):
     model = sum(ms for cat, ms in jx["cpu_ms"].items() if not cat.startswith("other"))
     assert model > 0.9 * cpu_ms  # Almost nothing unclassified.
     out = capsys.readouterr().out
-    # Wall time per category: at most its CPU time, and the parts add up to no more
-    # than the step (XLA:CPU runs one instruction at a time here).
+    # Wall time per category: at most its CPU time; independent instructions may run
+    # side by side (the thunk executor), but no more of them than there are cores.
     for cat, ms in jx["op_wall_ms"].items():
         assert ms <= jx["cpu_ms"][cat] + 1e-6, cat
-    assert sum(jx["op_wall_ms"].values()) < 1.2 * jx["wall_ms"]
+    assert sum(jx["op_wall_ms"].values()) < 1.2 * jx["wall_ms"] * os.cpu_count()
     assert "| JAX category | CPU ms/step | wall ms/step | cores used |" in out
     if HAVE_TORCH:
         assert result["torch"]["cpu_ms"].get("spatial conv backward", 0) > 0

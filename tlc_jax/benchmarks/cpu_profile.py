@@ -11,8 +11,9 @@ of the compiled module (a fusion, a YNNPACK convolution / matrix product, a copy
 the thread that ran it. Each event's instruction is looked up in the compiled module's
 text; its `op_name` metadata gives the Flax module path (`denseblock1/denselayer1/
 norm1/reduce_sum`), the primitive, and the direction (`transpose(jvp(...))` is the
-backward pass, `jvp(...)` the forward pass). Durations are summed over threads, so
-the figures are CPU milliseconds per step (on 2 cores up to twice the wall time).
+backward pass, `jvp(...)` the forward pass). Per category the script reports CPU time
+(events summed over threads), wall time (the union of each instruction's events) and
+their ratio, the cores an instruction used; the comparison with PyTorch is on wall time.
 
 PyTorch: `torch.profiler` (CPU activities) over the same number of steps of the same
 topology (`torch_reference`), self CPU time per aten operator.
@@ -38,8 +39,6 @@ from tlc_jax.benchmarks.cpu_speed import FULL, QUICK, jax_model, machine, torch_
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+\s+([\w\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
-
-
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 
