@@ -39,4 +39,7 @@ def get_grid():
         "variants": ["ratio=100", "ratio=10"],
         "methods": long_tail_methods(defer_epoch=8, crt_epochs=2),
         "seeds": [0, 1, 2],
+        # Every finished run is recorded here (committed), so the grid continues on
+        # a fresh machine: runs recorded there are not trained again.
+        "records": "docs/results/records/fashion_mnist_lt",
     }

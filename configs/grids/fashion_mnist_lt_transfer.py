@@ -31,4 +31,7 @@ def get_grid():
             "class-balanced": {"sampling.composition": "class_balanced"},
         },
         "seeds": [0, 1, 2],
+        # Every finished run is recorded here (committed), so the grid continues on
+        # a fresh machine: runs recorded there are not trained again.
+        "records": "docs/results/records/fashion_mnist_lt_transfer",
     }

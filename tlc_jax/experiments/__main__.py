@@ -3,13 +3,16 @@
 Runs every unfinished run of the grid (`--parallel` at a time, each its own
 `python -m tlc_jax.main` process), fits the missing scikit-learn rows, then writes
 DIR/results.md, DIR/results.csv, DIR/results_per_class.csv and DIR/plots/. Rerunning
-the same command skips what is finished and resumes the rest.
+the same command skips what is finished and resumes the rest. A grid with a "records"
+folder (commit it) gets each finished run's record there, so the grid continues, and
+its results are written, on another machine or from an empty work directory.
 
     --only=REGEX    run only the runs whose id ("variant/method/seedS") matches
                     (re.search); the results still cover the whole grid
     --dry_run       print each selected run's state and command; start nothing,
                     write nothing
-    --report_only   start nothing; write the results from the runs there are
+    --report_only   start nothing; record the finished runs (if the grid keeps
+                    records) and write the results from the runs there are
 
 Exit status: 0 when every selected run is finished; 1 when one failed (its log's end
 is printed) or is running in another process; 2 for a bad grid file or flag; 128 +
@@ -89,8 +92,8 @@ def main(argv) -> int:
         dry_run(grid, root, cells, rows)
         return 0
     outcomes: list[Outcome] = []
+    runner = Runner(grid, root, _PARALLEL.value, _STOP_GRACE.value)
     if not _REPORT_ONLY.value:
-        runner = Runner(grid, root, _PARALLEL.value, _STOP_GRACE.value)
         restore = runner.install_signal_handlers()
         try:
             outcomes = runner.train(cells)
@@ -102,6 +105,8 @@ def main(argv) -> int:
         if runner.stop_signal is not None:
             print("Stopped; rerun the same command to resume.", file=sys.stderr)
             return 128 + runner.stop_signal
+    for cell in grid.cells() + baseline.baseline_cells(grid):
+        runner.record(cell)  # Runs finished before the grid kept records, or elsewhere.
     write_results(grid, root)
     print(f"Results: {root / RESULTS_MD}")
     return 1 if any(o.result in ("failed", "busy") for o in outcomes) else 0

@@ -20,7 +20,8 @@ import numpy as np
 
 from tlc_jax.experiments import baseline
 from tlc_jax.experiments.grid import BASELINE_METHOD, Cell, Grid, config_dict, run_dir
-from tlc_jax.experiments.runs import FINISHED, RunState, run_state, wall_seconds
+from tlc_jax.experiments.runs import (FINISHED, RunState, record_path, run_state,
+                                      wall_seconds)
 
 TAIL_CLASSES = 3
 # (report key, table heading); "tail_accuracy" is computed here, the rest are the
@@ -125,13 +126,21 @@ def train_seconds(report: dict) -> float | None:
     return float(sum(e.get("seconds", 0.0) for e in epochs)) if epochs else None
 
 
+def cell_record(grid: Grid, cell: Cell) -> Path | None:
+    """`cell`'s record file, when the grid keeps records (runs.py)."""
+    if grid.records is None:
+        return None
+    return record_path(grid.records, cell.variant, cell.method, cell.seed)
+
+
 def cell_state(grid: Grid, root: Path, cell: Cell) -> RunState:
-    """The state of `cell`'s folder under `root` (a training run or a sklearn row)."""
-    folder = run_dir(root, cell)
+    """The state of `cell`'s folder under `root` (a training run or a sklearn row),
+    or of its record when the folder holds no report."""
+    folder, record = run_dir(root, cell), cell_record(grid, cell)
     if cell.method == BASELINE_METHOD:
         return run_state(folder, baseline.expected_config(grid, cell),
-                         compare=baseline.compare)
-    return run_state(folder, config_dict(grid.config(cell)))
+                         compare=baseline.compare, record=record)
+    return run_state(folder, config_dict(grid.config(cell)), record=record)
 
 
 def collect(grid: Grid, root: Path) -> list[Run]:
@@ -150,7 +159,9 @@ def _read_run(grid: Grid, root: Path, cell: Cell) -> Run:
     report = state.report
     metrics = run_metrics(report) if report is not None else {}
     seconds = train_seconds(report) if report is not None else None
-    return Run(cell, folder, state, metrics, seconds, wall_seconds(folder))
+    wall = (state.stored.get("wall_seconds") if state.stored is not None
+            else wall_seconds(folder))
+    return Run(cell, folder, state, metrics, seconds, wall)
 
 
 def groups(grid: Grid, runs: list[Run]) -> list[Group]:

@@ -56,7 +56,7 @@ from tlc_jax.workdir import config_changes
 BASELINE_METHOD = "sklearn-logreg-balanced"
 DEFAULT_VARIANT = "default"
 REQUIRED_KEYS = ("config", "methods", "seeds")
-OPTIONAL_KEYS = ("config_args", "variants", "overrides", "description")
+OPTIONAL_KEYS = ("config_args", "variants", "overrides", "description", "records")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 FIELD_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 SCALARS = (bool, int, float, str)
@@ -95,6 +95,7 @@ class Grid:
     seeds: tuple[int, ...]
     overrides: dict[str, Any]
     description: str
+    records: Path | None = None  # Absolute; the finished runs' records (runs.py).
 
     def cells(self) -> list[Cell]:
         """Every run, variant-major, then method, then seed (the order runs start in)."""
@@ -192,7 +193,8 @@ def load_grid(path: str | Path) -> Grid:
                 methods=_methods(raw["methods"], where),
                 seeds=_seeds(raw["seeds"], where),
                 overrides=_fields(raw.get("overrides") or {}, "overrides", where),
-                description=_string(raw.get("description", ""), "description", where))
+                description=_string(raw.get("description", ""), "description", where),
+                records=_records_path(raw.get("records"), where))
     for cell in grid.cells():
         _check_cell(grid, cell, where)
     return grid
@@ -236,6 +238,21 @@ def _config_path(value: Any, grid_path: Path, where: str) -> Path:
     raise GridError(f"{where}: config file {value!r} not found (looked in the current "
                     f"directory and above the grid file); give a path such as "
                     f"'configs/digits_lt.py'.")
+
+
+def _records_path(value: Any, where: str) -> Path | None:
+    """The records folder, absolute (relative paths: to the current directory, like
+    the work directory); None when the grid keeps no records."""
+    if value is None:
+        return None
+    value = _string(value, "records", where)
+    if not value:
+        raise GridError(f"{where}: records must name a folder (e.g. "
+                        f"'docs/results/records/my_grid') or be left out.")
+    path = Path(value).absolute()
+    if path.exists() and not path.is_dir():
+        raise GridError(f"{where}: records {value!r} is a file; name a folder.")
+    return path
 
 
 def _name(name: Any, kind: str, where: str) -> str:

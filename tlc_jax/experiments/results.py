@@ -32,7 +32,7 @@ from tlc_jax.experiments.aggregate import (METRICS, SELECTION, TAIL_CLASSES, Gro
                                            per_class_stats)
 from tlc_jax.experiments.grid import BASELINE_METHOD, Grid, flag_value
 from tlc_jax.experiments.plots import write_plots
-from tlc_jax.experiments.runs import read_json
+from tlc_jax.experiments.runs import read_json, split_digest
 from tlc_jax.fileio import atomic_file
 
 LOSS_HEADINGS = {"ce": "CE", "focal": "Focal", "cot": "COT"}
@@ -244,16 +244,21 @@ def unfinished_table(runs: list[Run]) -> list[str]:
 
 def split_notes(runs: list[Run]) -> list[str]:
     """Runs whose data split differs from their (variant, seed)'s sklearn row."""
+    def digest(run: Run) -> str | None:  # Its folder's split, else its record's.
+        if run.state.stored is not None:
+            return run.state.stored.get("split_sha256")
+        return split_digest(run.folder)
+
     splits: dict[tuple[str, int], Any] = {}
     for run in runs:
         if run.cell.method == BASELINE_METHOD and run.finished:
-            splits[(run.cell.variant, run.cell.seed)] = read_json(run.folder / SPLIT_FILE)
+            splits[(run.cell.variant, run.cell.seed)] = digest(run)
     notes = []
     for run in runs:
         key = (run.cell.variant, run.cell.seed)
         if run.cell.method == BASELINE_METHOD or not run.finished or key not in splits:
             continue
-        if read_json(run.folder / SPLIT_FILE) != splits[key]:
+        if digest(run) != splits[key]:
             notes.append(f"- {run.cell.id} was trained on another data split than the "
                          f"sklearn row of its variant and seed (its method overrides "
                          f"data fields?): compare the two {SPLIT_FILE} files.")
@@ -265,15 +270,19 @@ def markdown(grid: Grid, root: Path, runs: list[Run]) -> str:
     every run, and the runs not finished."""
     all_groups = groups(grid, runs)
     network = [r for r in runs if r.cell.method != BASELINE_METHOD]
+    from_records = sum(r.finished and r.state.record is not None for r in runs)
     lines = [f"# Results: {grid.path.stem}", ""]
     if grid.description:
         lines += [grid.description.strip(), ""]
     lines += [
-        f"Grid file `{grid.path}`, config `{grid.config_path}`"
+        f"Grid file `{grid.path}`, config `{_shown(grid.config_path)}`"
         + (f" with `{grid.config_args}`" if grid.config_args else "")
         + f", work directory `{root}`. {sum(r.finished for r in network)} of "
           f"{len(network)} training runs finished, seeds {list(grid.seeds)}. "
-          f"Regenerate with `python -m tlc_jax.experiments --grid={grid.path} "
+        + (f"Finished runs are recorded in `{_shown(grid.records)}` ({from_records} "
+           f"of the runs here were read from there, not from the work directory). "
+           if grid.records else "")
+        + f"Regenerate with `python -m tlc_jax.experiments --grid={grid.path} "
           f"--workdir={root} --report_only`.", "",
         "Cells: mean ± sample standard deviation (ddof 1) over the finished seeds; "
         "n: finished seeds of the grid's. "
@@ -308,6 +317,14 @@ def markdown(grid: Grid, root: Path, runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the current directory when it lies below it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 # --- CSV -------------------------------------------------------------------------------
 
 CSV_COLUMNS = (["row", "variant", "method", "seed", "state", "n", "n_expected"]
@@ -324,7 +341,7 @@ def csv_rows(grid: Grid, runs: list[Run]) -> list[dict[str, Any]]:
                      "seed": run.cell.seed, "state": run.state.state,
                      "n": int(run.finished), "n_expected": 1, **run.metrics,
                      "train_seconds": run.train_seconds, "wall_seconds": run.wall_seconds,
-                     "folder": str(run.folder)})
+                     "folder": str(run.state.record or run.folder)})
     for g in groups(grid, runs):
         for kind in ("mean", "std"):
             row = {"row": kind, "variant": g.variant, "method": g.method, "seed": "",

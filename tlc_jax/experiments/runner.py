@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable, TextIO
 
 from tlc_jax.experiments import baseline
-from tlc_jax.experiments.aggregate import cell_state
+from tlc_jax.experiments.aggregate import cell_record, cell_state
 from tlc_jax.experiments.grid import COMMAND_FILE, Cell, Grid, command_line, run_dir
 from tlc_jax.experiments.runs import (CONFLICT, FINISHED, LOG_FILE, RUNNING, log_tail,
-                                      record_attempt, try_lock)
+                                      record_attempt, try_lock, write_record)
 from tlc_jax.fileio import atomic_file
 
 POLL_SECONDS = 0.2
@@ -130,7 +130,8 @@ class Runner:
                 outcomes.append(Outcome(cell, "skipped", "finished earlier"))
                 self.say(f"[skip] {cell.id}: finished earlier")
             elif state.state in (CONFLICT, RUNNING):
-                outcomes.append(self._not_started(cell, state.state, state.detail))
+                outcomes.append(self._not_started(cell, state.state, state.detail,
+                                                  state.record))
             else:
                 todo.append(cell)
         running: list[_Job] = []
@@ -154,12 +155,16 @@ class Runner:
             outcomes += [Outcome(c, "stopped", "not started") for c in todo]
         return outcomes
 
-    def _not_started(self, cell: Cell, state: str, detail: str) -> Outcome:
+    def _not_started(self, cell: Cell, state: str, detail: str,
+                     record: Path | None = None) -> Outcome:
         folder = run_dir(self.root, cell)
         if state == RUNNING:
             self.say(f"[busy] {cell.id}: another process is running it ({detail}); "
                      f"not started", error=True)
             return Outcome(cell, "busy", detail)
+        if record is not None:  # The record is wrong, not the folder.
+            self.say(f"[FAILED] {cell.id}: {detail}.", error=True)
+            return Outcome(cell, "failed", detail)
         self.say(f"[FAILED] {cell.id}: {folder} {detail}. Delete that folder to train "
                  f"this cell afresh, or use another --workdir for the grid.", error=True)
         return Outcome(cell, "failed", detail)
@@ -205,6 +210,7 @@ class Runner:
         state = cell_state(self.grid, self.root, job.cell)
         if state.state == FINISHED:  # Its report is written (atomically), even if a
             # stop signal reached it after that.
+            self.record(job.cell)
             self.say(f"[done] {job.cell.id} in {seconds:.1f} s")
             return Outcome(job.cell, "finished")
         if stopped:
@@ -235,6 +241,17 @@ class Runner:
             time.sleep(POLL_SECONDS)
         return [self._finish(job, stopped=True) for job in running]
 
+    def record(self, cell: Cell) -> None:
+        """Copies a run finished in its folder to the grid's records (runs.py), if the
+        grid keeps records."""
+        record = cell_record(self.grid, cell)
+        if record is None:
+            return
+        state = cell_state(self.grid, self.root, cell)
+        if state.state == FINISHED and state.record is None:  # Finished in its folder.
+            if write_record(run_dir(self.root, cell), record):
+                self.say(f"[record] {cell.id}: {record}")
+
     # --- the sklearn rows ------------------------------------------------------------
 
     def baselines(self, cells: list[Cell]) -> list[Outcome]:
@@ -262,7 +279,7 @@ class Runner:
             self.say(f"[skip] {cell.id}: finished earlier")
             return Outcome(cell, "skipped", "finished earlier")
         if state.state == CONFLICT:
-            return self._not_started(cell, CONFLICT, state.detail)
+            return self._not_started(cell, CONFLICT, state.detail, state.record)
         folder.mkdir(parents=True, exist_ok=True)
         lock_fd = try_lock(folder)
         if lock_fd is None:
@@ -291,6 +308,7 @@ class Runner:
             self.say(f"[FAILED] {cell.id}: end of {folder / LOG_FILE}:\n"
                      + _indent(log_tail(folder)), error=True)
             return Outcome(cell, "failed", f"see {folder / LOG_FILE}")
+        self.record(cell)
         self.say(f"[done] {cell.id}: balanced accuracy "
                  f"{report['test']['balanced_accuracy']:.4f}")
         return Outcome(cell, "finished")

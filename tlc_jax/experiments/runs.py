@@ -11,11 +11,20 @@ and holds an exclusive `flock` on `.lock` while the run's process lives (the pro
 inherits the lock, so it stays held even if the runner itself is killed): a second
 runner never starts a run that is already going.
 
+Records: a grid may name a records folder (its "records" key), meant to be committed.
+Each finished run's report is copied there as <records>/<variant>/<method>/seed<S>.json
+({"report", "wall_seconds", "command", "split_sha256"}: the data split's digest
+stands for the run's data_split.json, which is too large to commit), so a grid outlives its work directory: on a
+fresh machine (an empty work directory) the runs recorded there count as finished, the
+runner skips them and the results are written from the records.
+
 A run is
-    finished  report.json exists and its config is the cell's;
+    finished  report.json exists and its config is the cell's (or, without a
+              report.json, the run's record does);
     running   its lock is held;
     conflict  report.json or config.json records another config (the trainer would
-              refuse the folder: delete it, or use another grid work directory);
+              refuse the folder: delete it, or use another grid work directory), or
+              the run's record does (delete the record to train the run again);
     failed    its last attempt exited non-zero (and it was not stopped by the runner);
     partial   it started (config.json, or an attempt) but has no report: rerunning
               its command resumes from the last checkpoint;
@@ -25,12 +34,15 @@ A run is
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Mapping
 
-from tlc_jax.experiments.grid import config_differences
+from tlc_jax.experiments.grid import COMMAND_FILE, config_differences
 from tlc_jax import fileio
+from tlc_jax.data.prepare import SPLIT_FILE
 from tlc_jax.fileio import read_json, write_json_atomic
 from tlc_jax.workdir import CONFIG_FILE
 
@@ -50,10 +62,14 @@ class RunState:
     state: str
     detail: str = ""
     report: dict | None = None
+    record: Path | None = None  # Set when the state comes from this record,
+    stored: dict | None = None  # which holds this (finished runs).
 
 
-def run_state(folder: Path, expected: Mapping, compare=None) -> RunState:
-    """The state of the run in `folder`, whose config should be `expected`.
+def run_state(folder: Path, expected: Mapping, compare=None,
+              record: Path | None = None) -> RunState:
+    """The state of the run in `folder`, whose config should be `expected`; `record`
+    is the run's record file (see the module docstring), if the grid keeps records.
 
     `compare(recorded, expected)` lists the differing fields (default: every field but
     the resumable ones); the sklearn row compares only its data fields.
@@ -65,6 +81,18 @@ def run_state(folder: Path, expected: Mapping, compare=None) -> RunState:
         if not changed:
             return RunState(FINISHED, report=report)
         return RunState(CONFLICT, f"report.json is of another config ({_fields(changed)})")
+    try:
+        stored = read_record(record) if record is not None else None
+    except ValueError as e:
+        return RunState(CONFLICT, str(e), record=record)
+    if stored is not None:
+        changed = compare(stored["report"].get("config") or {}, expected)
+        if changed:
+            return RunState(CONFLICT, f"its record {record} is of another config "
+                                      f"({_fields(changed)}); delete the record to "
+                                      f"train the run again", record=record)
+        return RunState(FINISHED, f"from its record {record}", report=stored["report"],
+                        record=record, stored=stored)
     if lock_is_held(folder):
         return RunState(RUNNING, "its lock is held by a live process")
     recorded = read_json(folder / CONFIG_FILE)
@@ -87,6 +115,52 @@ def run_state(folder: Path, expected: Mapping, compare=None) -> RunState:
 def _fields(changed: list[str], shown: int = 5) -> str:
     return ", ".join(changed[:shown]) + (f", ... ({len(changed)} fields)"
                                          if len(changed) > shown else "")
+
+
+# --- records -------------------------------------------------------------------------
+
+def record_path(records: Path, variant: str, method: str, seed: int) -> Path:
+    """Where a run's record lives: <records>/<variant>/<method>/seed<seed>.json."""
+    return Path(records) / variant / method / f"seed{seed}.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """A record (see the module docstring), or None when there is none.
+    Raises ValueError for a file that is there but is not a record (never silently
+    retrains a run whose record was damaged)."""
+    if not Path(path).exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("report"), dict):
+        raise ValueError(f"{path} is not a run record (a JSON object with a 'report'); "
+                         f"restore it from git, or delete it to train the run again.")
+    return data
+
+
+def write_record(folder: Path, path: Path) -> bool:
+    """Copies the finished run in `folder` to its record `path` (atomically) unless the
+    record already holds the same report; returns whether it wrote."""
+    report = read_json(folder / REPORT_FILE)
+    if report is None:
+        raise ValueError(f"{folder} has no report.json to record.")
+    existing = read_json(path) if Path(path).exists() else None
+    if isinstance(existing, dict) and existing.get("report") == report:
+        return False
+    command = folder / COMMAND_FILE
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {
+        "report": report, "wall_seconds": wall_seconds(folder),
+        "command": command.read_text().strip() if command.exists() else None,
+        "split_sha256": split_digest(folder)})
+    return True
+
+
+def split_digest(folder: Path) -> str | None:
+    """SHA-256 of the run's data split (data_split.json, canonical JSON), or None."""
+    split = read_json(folder / SPLIT_FILE)
+    if split is None:
+        return None
+    return hashlib.sha256(json.dumps(split, sort_keys=True).encode()).hexdigest()
 
 
 # --- attempts --------------------------------------------------------------------------
