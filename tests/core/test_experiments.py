@@ -7,6 +7,7 @@ completed. Waits poll a condition against a deadline; nothing sleeps a fixed tim
 """
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,8 @@ from tlc_jax.data.prepare import SPLIT_FILE, prepare
 from tlc_jax.experiments import baseline
 from tlc_jax.experiments.grid import BASELINE_METHOD, GridError, load_grid
 from tlc_jax.experiments.results import loss_rows, method_losses
-from tlc_jax.experiments.runs import CONFLICT, FINISHED, MISSING, run_state
+from tlc_jax.experiments.runs import (CONFLICT, FINISHED, MISSING, record_path,
+                                      run_state, write_record)
 
 from helpers import ROOT
 
@@ -285,6 +287,81 @@ TINY_OVERRIDES = load_grid(ROOT / TINY).overrides
 def write_grid(path: Path, **grid) -> Path:
     path.write_text(f"def get_grid():\n    return {grid!r}\n")
     return path
+
+
+@pytest.mark.slow
+def test_records_carry_the_grid_to_an_empty_workdir(grid_dir, tmp_path):
+    """A grid with a records folder: --report_only records the runs finished in the
+    work directory; from an empty work directory (a fresh machine with the committed
+    records) nothing is trained and the results are the same."""
+    records = tmp_path / "records"
+    grid = tmp_path / "tiny_records.py"
+    grid.write_text((ROOT / TINY).read_text().replace(
+        '"seeds": [0, 1],', f'"seeds": [0, 1], "records": {str(records)!r},'))
+    out = run_grid(grid_dir, "--report_only", grid=str(grid))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("[record]") == 6  # 4 runs, 2 sklearn rows.
+    for method in METHODS + (BASELINE_METHOD,):
+        for seed in SEEDS:
+            folder = grid_dir / "default" / method / f"seed{seed}"
+            record = json.loads((records / "default" / method / f"seed{seed}.json")
+                                .read_text())
+            assert record["report"] == json.loads((folder / "report.json").read_text())
+            split = json.loads((folder / SPLIT_FILE).read_text())
+            assert record["split_sha256"] == hashlib.sha256(
+                json.dumps(split, sort_keys=True).encode()).hexdigest()
+            assert record["wall_seconds"] == pytest.approx(
+                sum(a["seconds"] for a in attempts(folder)))
+    again = run_grid(grid_dir, "--report_only", grid=str(grid))
+    assert "[record]" not in again.stdout  # Unchanged records are not rewritten.
+
+    fresh = tmp_path / "fresh"
+    out = run_grid(fresh, grid=str(grid))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[start" not in out.stdout and out.stdout.count("finished earlier") == 6
+    assert not list(fresh.glob("default/*/seed*/report.json"))
+    key = lambda rows: {(r["row"], r["method"], r["seed"]): {
+        k: v for k, v in r.items() if k != "folder"} for r in rows}
+    assert key(read_csv(fresh / "results.csv")) == key(read_csv(grid_dir / "results.csv"))
+    text = (fresh / "results.md").read_text()
+    assert "(6 of the runs here were read from there" in text
+    assert "None: every run finished." in text and "another data split" not in text
+
+    # A record of another config, or a damaged one, is a conflict that says what to
+    # do; the run is not trained over it.
+    record = records / "default" / "tlc" / "seed0.json"
+    data = json.loads(record.read_text())
+    data["report"]["config"]["train"]["epochs"] = 9
+    record.write_text(json.dumps(data))
+    record_two = records / "default" / "tlc" / "seed1.json"
+    record_two.write_text("{not json")
+    out = run_grid(tmp_path / "fresh2", "--only=tlc/", grid=str(grid))
+    assert out.returncode == 1 and "[start" not in out.stdout
+    assert re.search(r"\[FAILED\] default/tlc/seed0: its record .* is of another "
+                     r"config \(train.epochs\); delete the record", out.stderr)
+    assert "[FAILED] default/tlc/seed1: " in out.stderr
+    assert "is not a run record" in out.stderr and "restore it from git" in out.stderr
+
+
+def test_record_round_trip_and_precedence(tmp_path):
+    """A folder's own report wins over its record; a record counts as finished only
+    for the config it records."""
+    grid = load_grid(ROOT / TINY)
+    cell = grid.cells()[0]
+    expected = json.loads(grid.config(cell).to_json())
+    folder, records = tmp_path / "run", tmp_path / "records"
+    folder.mkdir()
+    record = record_path(records, cell.variant, cell.method, cell.seed)
+    assert record == records / "default" / "tlc" / "seed0.json"
+    (folder / "report.json").write_text(json.dumps({"test": {"a": 1}, "config": expected}))
+    assert write_record(folder, record) and not write_record(folder, record)
+    state = run_state(tmp_path / "empty", expected, record=record)
+    assert state.state == FINISHED and state.record == record
+    assert state.report["test"] == {"a": 1} and state.stored["wall_seconds"] is None
+    (folder / "report.json").write_text(json.dumps({"test": {"a": 2}, "config": expected}))
+    state = run_state(folder, expected, record=record)
+    assert state.record is None and state.report["test"] == {"a": 2}
+    assert run_state(tmp_path / "empty", expected).state == MISSING
 
 
 @pytest.mark.slow
