@@ -36,7 +36,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tlc_jax import config as config_lib
-from tlc_jax import distributed, train
+from tlc_jax import distributed, train, xla_cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -224,6 +224,7 @@ def print_help() -> None:
 
 
 if __name__ == "__main__":
+    xla_cpu.configure()  # Before any computation: XLA reads its flags once.
     if any(a in ("--help", "-h", "-?", "--helpshort") for a in sys.argv[1:]):
         print_help()
         sys.exit(0)

@@ -27,6 +27,8 @@ import re
 import time
 from typing import Any, Callable
 
+from tlc_jax import xla_cpu
+
 # (name, kind, model, options): the full-size rows.
 FULL = (
     ("train densenet_bc16 28px grey b80", "train", "densenet_bc",
@@ -49,13 +51,22 @@ QUICK = (
 
 
 def machine() -> dict[str, Any]:
+    """The CPU (name, family / model, AVX-512 or not: XLA's kernels differ by CPU),
+    cores, Python and the XLA_FLAGS in effect."""
     cpu = platform.processor() or "?"
     try:
-        names = re.findall(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
-        cpu = names[0] if names else cpu
+        info = open("/proc/cpuinfo").read()
     except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+        info = ""
+    field = lambda key: (re.findall(rf"^{key}\s*:\s*(.*)$", info, re.M) or [None])[0]
+    if field("model name"):
+        cpu = field("model name")
+    if field("cpu family"):
+        avx512 = "avx512f" in xla_cpu.cpu_flags(info)
+        cpu += (f" (family {field('cpu family')} model {field('model')}, "
+                f"{'AVX-512' if avx512 else 'no AVX-512'})")
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def median_seconds(call: Callable[[], Any], steps: int) -> float:
@@ -149,7 +160,8 @@ def measure(kind: str, model: str, o: dict, steps: int, torch_ok: bool) -> dict:
 def markdown(info: dict, rows: list[dict]) -> str:
     lines = [f"CPU speed, JAX against PyTorch ({info['date']}; {info['machine']['cpu']}, "
              f"{info['machine']['cores']} cores; {info['versions']}; torch threads "
-             f"{info.get('torch_threads', '-')}):", "",
+             f"{info.get('torch_threads', '-')}; XLA_FLAGS "
+             f"{info['machine'].get('xla_flags') or '(none)'}):", "",
              "| row | JAX img/s | PyTorch img/s | JAX / PyTorch |", "|---|---:|---:|---:|"]
     for r in rows:
         fmt = lambda k: f"{r[k]:.1f}" if k in r else "-"  # noqa: E731
@@ -195,4 +207,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    xla_cpu.configure()  # Before any computation: XLA reads its flags once.
     main()

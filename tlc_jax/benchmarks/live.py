@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tlc_jax import xla_cpu
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tlc_jax.benchmarks.live",
@@ -204,4 +206,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    xla_cpu.configure()  # Before any computation: XLA reads its flags once.
     main()
