@@ -7,6 +7,8 @@ classification rules on hand-written HLO and aten names."""
 import importlib.util
 import os
 
+import pytest
+
 from tlc_jax.benchmarks import cpu_profile
 
 HAVE_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "torchvision"))
@@ -94,6 +96,13 @@ def test_quick_profile_accounts_for_the_step(capsys):
         assert ms <= jx["cpu_ms"][cat] + 1e-6, cat
     assert sum(jx["op_wall_ms"].values()) < 1.2 * jx["wall_ms"] * os.cpu_count()
     assert "| JAX category | CPU ms/step | wall ms/step | cores used |" in out
+    # The instructions' events cover part of the step's wall time, never more than it
+    # (plus rounding); the rest is reported, not hidden.
+    assert 0 < jx["covered_ms"] <= 1.05 * jx["wall_ms"]
+    outside = cpu_profile.uncovered_ms(jx)
+    assert outside == pytest.approx(max(0.0, jx["wall_ms"] - jx["covered_ms"]))
+    assert f"Step wall time outside every instruction's events: {outside:.1f} ms" in out
     if HAVE_TORCH:
         assert result["torch"]["cpu_ms"].get("spatial conv backward", 0) > 0
         assert "| category | JAX wall ms | PyTorch ms | JAX / PyTorch time |" in out
+        assert f"| outside instruction events | {outside:.1f} | - | - |" in out
