@@ -13,10 +13,10 @@ runner never starts a run that is already going.
 
 Records: a grid may name a records folder (its "records" key), meant to be committed.
 Each finished run's report is copied there as <records>/<variant>/<method>/seed<S>.json
-({"report", "wall_seconds", "command", "split_sha256"}: the data split's digest
-stands for the run's data_split.json, which is too large to commit), so a grid outlives its work directory: on a
-fresh machine (an empty work directory) the runs recorded there count as finished, the
-runner skips them and the results are written from the records.
+({"report", "wall_seconds", "command", "split_sha256"}; the data split's digest stands
+for the run's data_split.json, too large to commit), so a grid outlives its work
+directory: on a fresh machine (an empty work directory) the runs recorded there count
+as finished, the runner skips them and the results are written from the records.
 
 A run is
     finished  report.json exists and its config is the cell's (or, without a
