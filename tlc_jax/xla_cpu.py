@@ -4,9 +4,9 @@ XLA reads `XLA_FLAGS` once, when the first backend is created, so the command-li
 entry points (`tlc_jax.main`, the benchmarks, the live analyzer) call `configure()` at
 start-up, before any computation; the library itself never touches the environment.
 
-The one setting today: on CPUs without AVX-512, convolutions are taken away from
-YNNPACK (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`; XLA then uses
-its Eigen convolutions, while matrix products stay with YNNPACK). Measured with
+The one setting today: on x86 CPUs with AVX2 and without AVX-512, convolutions are
+taken away from YNNPACK (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`;
+XLA then uses its Eigen convolutions, while matrix products stay with YNNPACK). Measured with
 `python -m tlc_jax.benchmarks.cpu_speed --no-torch` (docs/BENCHMARKS.md, "XLA:CPU
 settings by CPU"):
 - AMD EPYC Zen 3 (family 25 model 1, AVX2, no AVX-512), 2 cores: the BC-16 train step
@@ -14,7 +14,8 @@ settings by CPU"):
   1.27x, EfficientNet-Lite0 eval 1.02x. YNNPACK's weight-gradient convolution was 160 ms
   where the Eigen one takes a fraction of it.
 - AMD EPYC Zen 4 (family 25 model 17, AVX-512), 2 cores: YNNPACK's convolutions are the
-  faster ones (the same flag made the BC-16 step 4% slower), so nothing is changed.
+  faster ones (YNNPACK for dots only, the nearest setting measured there, made the BC-16
+  step 4% slower; this exact flag was not run there), so nothing is changed.
 
 Opt out with TLC_JAX_CPU_TUNING=off, or by setting any `ynn_fusion_type` in XLA_FLAGS
 yourself (yours is kept as it is).
