@@ -10,7 +10,7 @@ epochs, SGD 0.1 cosine, batch 80), the same budget for every method; seeds 0, 1,
 Methods (tlc_jax/experiments/methods.py; README, "The field's baselines"):
     tlc, tlc-focal, tlc-cot      active sampling (the paper's rule) with CE / focal / COT
     tlc-balanced-softmax         active sampling with the batch-prior-corrected loss
-    tlc-balanced-f1, tlc-recall, tlc-recall-balanced-softmax, tlc-mix
+    tlc-balanced-f1, tlc-recall, tlc-recall-balanced-softmax, tlc-mix, tlc-combined
                                  candidate improvements of the quota rule (README,
                                  "Active sampling variants")
     instance                     uniform instance sampling, CE

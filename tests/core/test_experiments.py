@@ -401,11 +401,15 @@ def test_grid_files_of_the_project_load():
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
     assert list(grid.variants) == ["ratio=100", "ratio=10"]
-    assert len(grid.cells()) == 2 * 20 * 3  # Ratios x methods x seeds.
+    assert len(grid.cells()) == 2 * 21 * 3  # Ratios x methods x seeds.
     configs = {c.id: grid.config(c) for c in grid.cells()}
     assert configs["ratio=10/tlc-cot/seed2"].train.loss == "cot"
     assert configs["ratio=10/tlc-cot/seed2"].data.imbalance_ratio == 10
     assert configs["ratio=10/tlc-cot/seed2"].seed == 2
+    combined = configs["ratio=100/tlc-combined/seed0"].sampling
+    assert (combined.composition, combined.signal, combined.f1_momentum,
+            combined.mix_balanced) == ("active", "recall", 0.5, 0.5)
+    assert configs["ratio=100/tlc-combined/seed0"].train.loss == "balanced_softmax"
 
 
 def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
@@ -414,7 +418,7 @@ def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
     monkeypatch.setenv("CIFAR_ROOT", "/somewhere/cifar")
     for name, classes in (("cifar10_lt", "cifar10"), ("cifar100_lt", "cifar100")):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
-        assert len(grid.cells()) == 2 * 20 * 3
+        assert len(grid.cells()) == 2 * 21 * 3
         configs = {c.id: grid.config(c) for c in grid.cells() if c.seed == 0}
         for run, c in configs.items():
             assert (c.data.name, c.model.name, c.model.pretrained, c.train.epochs) == (

@@ -36,6 +36,13 @@ def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
         # Half Eq. 4, half equal shares: class-balanced sampling's mean with part of
         # the F1 feedback's lift of the weakest class (Fashion-MNIST-LT, docs/RESULTS.md).
         "tlc-mix": {"sampling.mix_balanced": 0.5},
+        # Every fix the evidence points to at once (README, "Active sampling
+        # variants"): recall (only missed images ask for more), averaged over updates
+        # (one contrast snapshot per epoch swings the quotas), half equal shares (no
+        # class starved to one image a batch) and the loss corrected for the batch's
+        # class prior (extra samples of a class no longer move the decision prior).
+        "tlc-combined": {"sampling.signal": "recall", "sampling.f1_momentum": 0.5,
+                         "sampling.mix_balanced": 0.5, "train.loss": "balanced_softmax"},
         # Re-sampling.
         "instance": INSTANCE,
         "class-balanced": {"sampling.composition": "class_balanced"},
