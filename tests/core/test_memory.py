@@ -105,11 +105,13 @@ def test_recompute_keeps_under_a_fifth_at_depth_100(saved_by_depth):
     naive = saved_by_depth[(100, ("naive",))]
     dots = saved_by_depth[(100, ("recompute", "dots_saveable"))]
     nothing = saved_by_depth[(100, ("recompute", "nothing_saveable"))]
-    # The fused BN-ReLU halves naive (4.33 -> 2.03 GiB): nothing_saveable stays under a
-    # fifth of it; dots_saveable keeps every convolution's output by design (23%).
-    assert nothing <= 0.20 * naive < dots <= 0.25 * naive
+    # The fused BN-ReLU halved naive (4.33 -> 2.03 GiB), and reading a dense layer's
+    # inputs as pieces (the concatenation never stored) took it to 1.41 GiB:
+    # nothing_saveable stays under a fifth of it; dots_saveable keeps every
+    # convolution's output by design (33%).
+    assert nothing <= 0.20 * naive < dots <= 0.35 * naive
     # The figures recorded in docs/BENCHMARKS.md (GiB).
-    np.testing.assert_allclose([naive, dots, nothing], [2.03, 0.47, 0.22], atol=0.01)
+    np.testing.assert_allclose([naive, dots, nothing], [1.41, 0.47, 0.22], atol=0.01)
     # Without the fusion (plain autodiff through BatchNorm and ReLU), as before.
     unfused = create_model("densenet_bc", depth=100, growth_rate=12, num_classes=10,
                            fused_bn_relu=False)
@@ -123,7 +125,10 @@ def test_recompute_keeps_under_a_fifth_at_depth_100(saved_by_depth):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_fused_bn_relu_equals_plain_autodiff(arch, dtype):
     """Same variables, outputs, loss, gradients and new batch statistics as plain
-    autodiff through BatchNorm + ReLU, in fewer saved bytes."""
+    autodiff through BatchNorm + ReLU, in fewer saved bytes. In bfloat16 the two round
+    differently (the fused op normalises each dense-layer input piece apart, before the
+    concatenation), so both are held to the float32 result: the fused one no further
+    from it than plain autodiff is."""
     build, size = TINY[arch]
     fused = build(num_classes=5, dtype=dtype)
     plain = build(num_classes=5, dtype=dtype, fused_bn_relu=False)
@@ -132,16 +137,79 @@ def test_fused_bn_relu_equals_plain_autodiff(arch, dtype):
     variables = plain.init(jax.random.key(0), x)
     assert jax.tree.structure(variables) == jax.tree.structure(
         fused.init(jax.random.key(0), x))
-    ref = _loss_grads_and_stats(plain, variables, x, y)
     got = _loss_grads_and_stats(fused, variables, x, y)
-    tol = 1e-5 if dtype == jnp.float32 else 2e-2
-    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
-                                   rtol=tol, atol=tol)
+    if dtype == jnp.float32:
+        ref = _loss_grads_and_stats(plain, variables, x, y)
+        for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    else:
+        exact = jax.tree.leaves(_loss_grads_and_stats(
+            build(num_classes=5, fused_bn_relu=False), variables, x, y))
+
+        def error(result):
+            return max(float(np.max(np.abs(np.asarray(a, np.float32) - b)))
+                       for a, b in zip(jax.tree.leaves(result), exact))
+
+        plain_error = error(_loss_grads_and_stats(plain, variables, x, y))
+        assert error(got) <= max(1.25 * plain_error, 1e-3), (error(got), plain_error)
     saved = [memory.saved_residuals(memory.training_loss(m),
                                     *memory.abstract_inputs(m, 4, size)).saved_bytes
              for m in (plain, fused)]
     assert saved[1] < 0.7 * saved[0]
+
+
+def test_fused_bn_relu_of_pieces_is_that_of_their_concatenation():
+    """A sequence of maps stands for their concatenation along channels: the same
+    outputs and statistics, and per piece the slice of the concatenation's gradient
+    (every output's cotangent non-zero, so the statistics' terms count too)."""
+    from tlc_jax.models.layers import fused_bn_relu
+
+    pieces = [jax.random.normal(jax.random.key(i), (4, 5, 5, c)) * (i + 1) + i
+              for i, c in enumerate((6, 3, 1, 3))]
+    x = jnp.concatenate(pieces, -1)
+    scale = 1 + 0.3 * jax.random.normal(jax.random.key(9), (13,))
+    bias = 0.2 * jax.random.normal(jax.random.key(8), (13,))
+    cotangent = (jax.random.normal(jax.random.key(7), x.shape),
+                 jnp.linspace(-1, 1, 13), jnp.linspace(0.5, -0.2, 13))
+    whole, whole_vjp = jax.vjp(lambda x, s, b: fused_bn_relu(x, s, b, 1e-5, jnp.float32),
+                               x, scale, bias)
+    split, split_vjp = jax.vjp(lambda p, s, b: fused_bn_relu(p, s, b, 1e-5, jnp.float32),
+                               pieces, scale, bias)
+    for a, b in zip(whole, split):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    (dx, dscale, dbias), (dpieces, dscale2, dbias2) = whole_vjp(cotangent), split_vjp(
+        cotangent)
+    assert [d.shape for d in dpieces] == [p.shape for p in pieces]
+    np.testing.assert_allclose(jnp.concatenate(dpieces, -1), dx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dscale2, dscale, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dbias2, dbias, rtol=1e-5, atol=1e-5)
+
+
+def test_a_dense_layer_does_not_store_its_concatenated_input():
+    """What the backward pass keeps of one dense layer (naive mode): its inputs are
+    alive anyway, so besides them only the BN-ReLU output for the 1x1 convolution's
+    weight gradient, the bottleneck and its BN-ReLU output - never the concatenation."""
+    from tlc_jax.models.densenet import DenseLayer
+
+    layer = DenseLayer(growth_rate=4, bn_size=2, train=True, dtype=jnp.float32)
+    inputs = [jnp.ones((2, 4, 4, 6)), jnp.ones((2, 4, 4, 4)), jnp.ones((2, 4, 4, 4))]
+    variables = layer.init(jax.random.key(0), inputs)
+
+    def loss(params, inputs):
+        out, _ = layer.apply({**variables, "params": params}, inputs,
+                             mutable=["batch_stats"])
+        return out.sum()
+
+    jaxpr, (_, vjp) = jax.make_jaxpr(lambda *a: jax.vjp(loss, *a), return_shape=True)(
+        variables["params"], inputs)
+    outvars = jaxpr.jaxpr.outvars
+    saved = [v.aval.shape for v in outvars[len(outvars) - len(jax.tree.leaves(vjp)):]
+             if hasattr(v, "aval") and v not in jaxpr.jaxpr.invars]
+    concatenated = [s for s in saved if np.prod(s) == 2 * 4 * 4 * 14]
+    # One array of the concatenation's size is kept: the normalised input of the 1x1
+    # convolution (its weight gradient needs it, as pixels x channels); with the
+    # concatenation stored there were two.
+    assert len(concatenated) == 1, saved
 
 
 def test_fused_bn_relu_backward_against_finite_differences():

@@ -25,8 +25,11 @@ from tlc_jax.models.remat import DEFAULT_REMAT_POLICY, check_memory_mode, maybe_
 class DenseLayer(nn.Module):
     """concat -> BN -> ReLU -> 1x1 conv (bottleneck) -> BN -> ReLU -> 3x3 conv.
 
-    Takes the list of all earlier feature maps, so under `nn.remat` the concatenation
-    is recomputed rather than stored.
+    Takes the list of all earlier feature maps. The fused BN-ReLU reads them as they
+    are (`layers.fused_bn_relu` on a sequence): the concatenated input is never stored
+    for the backward pass, whose gradient comes back per earlier map - PyTorch's
+    memory-efficient DenseNet's shared-storage idea without the shared buffer. Under
+    `nn.remat` what is left to recompute is recomputed rather than stored.
     """
 
     growth_rate: int
@@ -37,9 +40,8 @@ class DenseLayer(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: Sequence[jax.Array]) -> jax.Array:
-        x = jnp.concatenate(inputs, axis=-1)
         x = layers.bn_relu(train=self.train, dtype=self.dtype, fused=self.fused,
-                           name="norm1")(x)
+                           name="norm1")(list(inputs))
         x = layers.conv(self.bn_size * self.growth_rate, 1, dtype=self.dtype,
                         name="conv1")(x)
         x = layers.bn_relu(train=self.train, dtype=self.dtype, fused=self.fused,

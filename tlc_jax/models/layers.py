@@ -9,11 +9,12 @@ sets the computation precision.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -71,43 +72,76 @@ def _stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def fused_bn_relu(x, scale, bias, epsilon: float, dtype):
     """relu(batch_norm(x)) over the batch statistics of x (training mode); returns
     (y, batch mean, batch variance). Its backward pass keeps only x and two per-channel
     vectors and recomputes the normalised values, where autodiff through BatchNorm and
     ReLU keeps the normalised activations and the ReLU output too (as PyTorch's
-    BatchNorm and in-place ReLU keep only the input)."""
-    return _fused_fwd(x, scale, bias, epsilon, dtype)[0]
+    BatchNorm and in-place ReLU keep only the input).
+
+    `x` may also be a sequence of arrays that differ only in channels, standing for
+    their concatenation along the last axis (a dense layer's earlier feature maps):
+    y is the same as for the concatenated x, but the concatenation is never stored -
+    the backward pass keeps the pieces, which are alive anyway as the earlier layers'
+    outputs, and returns one gradient per piece, with no slicing of a concatenated
+    gradient (BatchNorm acts on each channel alone, so it splits exactly)."""
+    if isinstance(x, (list, tuple)):
+        return _fused_bn_relu_pieces(tuple(x), scale, bias, epsilon, dtype)
+    return _fused_bn_relu_pieces((x,), scale, bias, epsilon, dtype)
 
 
-def _fused_fwd(x, scale, bias, epsilon, dtype):
-    mean, var = _stats(x)
+def _split(v: jax.Array, pieces: tuple) -> list[jax.Array]:
+    """A per-channel vector of the concatenation, cut into the pieces' channels."""
+    offsets = np.cumsum([p.shape[-1] for p in pieces])[:-1]
+    return jnp.split(v, offsets)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fused_bn_relu_pieces(pieces, scale, bias, epsilon: float, dtype):
+    return _fused_fwd(pieces, scale, bias, epsilon, dtype)[0]
+
+
+def _fused_fwd(pieces, scale, bias, epsilon, dtype):
+    stats = [_stats(p) for p in pieces]
+    mean = jnp.concatenate([m for m, _ in stats])
+    var = jnp.concatenate([v for _, v in stats])
     rstd = jax.lax.rsqrt(var + epsilon)
-    y = jax.nn.relu((x.astype(jnp.float32) - _bc(mean, x)) * _bc(rstd * scale, x)
-                    + _bc(bias, x))
-    return (y.astype(dtype), mean, var), (x, scale, bias, mean, rstd)
+    ys = [jax.nn.relu((p.astype(jnp.float32) - _bc(m, p)) * _bc(r * s, p) + _bc(b, p))
+          for p, m, r, s, b in zip(pieces, *(_split(v, pieces)
+                                             for v in (mean, rstd, scale, bias)))]
+    y = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=-1)
+    return (y.astype(dtype), mean, var), (pieces, scale, bias, mean, rstd)
 
 
 def _fused_bwd(epsilon, dtype, residuals, cotangents):
-    x, scale, bias, mean, rstd = residuals
+    pieces, scale, bias, mean, rstd = residuals
     dy, dmean, dvar = cotangents
-    xf = x.astype(jnp.float32)
-    axes = tuple(range(x.ndim - 1))
-    n = xf.size // xf.shape[-1]
-    centred = xf - _bc(mean, x)
-    xhat = centred * _bc(rstd, x)
-    g = jnp.where(xhat * _bc(scale, x) + _bc(bias, x) > 0, dy.astype(jnp.float32), 0.0)
-    dbias = jnp.sum(g, axes)
-    dscale = jnp.sum(g * xhat, axes)
-    dx = _bc(scale * rstd, x) * (g - _bc(dbias / n, x) - xhat * _bc(dscale / n, x))
-    # The batch statistics are outputs too (for the running averages): their cotangents,
-    # zero in training, are carried for exactness.
-    dx = dx + _bc(dmean / n, x) + _bc(dvar * 2.0 / n, x) * centred
-    return dx.astype(x.dtype), dscale, dbias
+    dxs, dscales, dbiases = [], [], []
+    start = 0
+    for x, m, r, s, b, dm, dv in zip(pieces, *(_split(v, pieces) for v in (
+            mean, rstd, scale, bias, dmean, dvar))):
+        c = x.shape[-1]
+        xf = x.astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        n = xf.size // c
+        centred = xf - _bc(m, x)
+        xhat = centred * _bc(r, x)
+        g = jnp.where(xhat * _bc(s, x) + _bc(b, x) > 0,
+                      dy[..., start:start + c].astype(jnp.float32), 0.0)
+        start += c
+        dbias = jnp.sum(g, axes)
+        dscale = jnp.sum(g * xhat, axes)
+        dx = _bc(s * r, x) * (g - _bc(dbias / n, x) - xhat * _bc(dscale / n, x))
+        # The batch statistics are outputs too (for the running averages): their
+        # cotangents, zero in training, are carried for exactness.
+        dx = dx + _bc(dm / n, x) + _bc(dv * 2.0 / n, x) * centred
+        dxs.append(dx.astype(x.dtype))
+        dscales.append(dscale)
+        dbiases.append(dbias)
+    return tuple(dxs), jnp.concatenate(dscales), jnp.concatenate(dbiases)
 
 
-fused_bn_relu.defvjp(_fused_fwd, _fused_bwd)
+_fused_bn_relu_pieces.defvjp(_fused_fwd, _fused_bwd)
 
 
 class BatchNormReLU(nn.Module):
@@ -123,8 +157,14 @@ class BatchNormReLU(nn.Module):
     epsilon: float = 1e-5
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        features = (x.shape[-1],)
+    def __call__(self, x: jax.Array | Sequence[jax.Array]) -> jax.Array:
+        """`x`: an NHWC array, or a sequence of them standing for their concatenation
+        along channels (the fused training path then never stores the concatenation;
+        see `fused_bn_relu`)."""
+        pieces = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+        if not (self.fused and not self.use_running_average):
+            x = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+        features = (sum(p.shape[-1] for p in pieces),)
         ra_mean = self.variable("batch_stats", "mean",
                                 lambda: jnp.zeros(features, jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
@@ -136,7 +176,7 @@ class BatchNormReLU(nn.Module):
                  + _bc(bias, x))
             return jax.nn.relu(y).astype(self.dtype)
         if self.fused:
-            y, mean, var = fused_bn_relu(x, scale, bias, self.epsilon, self.dtype)
+            y, mean, var = fused_bn_relu(pieces, scale, bias, self.epsilon, self.dtype)
         else:
             mean, var = _stats(x)
             y = ((x.astype(jnp.float32) - _bc(mean, x))
