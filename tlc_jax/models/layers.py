@@ -85,9 +85,8 @@ def fused_bn_relu(x, scale, bias, epsilon: float, dtype):
     the backward pass keeps the pieces, which are alive anyway as the earlier layers'
     outputs, and returns one gradient per piece, with no slicing of a concatenated
     gradient (BatchNorm acts on each channel alone, so it splits exactly)."""
-    if isinstance(x, (list, tuple)):
-        return _fused_bn_relu_pieces(tuple(x), scale, bias, epsilon, dtype)
-    return _fused_bn_relu_pieces((x,), scale, bias, epsilon, dtype)
+    pieces = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+    return _fused_bn_relu_pieces(pieces, scale, bias, epsilon, dtype)
 
 
 def _split(v: jax.Array, pieces: tuple) -> list[jax.Array]:
