@@ -71,9 +71,11 @@ def checkpoint_folder(run: str | Path) -> Path:
     return (run / CHECKPOINT_DIR if (run / CHECKPOINT_DIR).is_dir() else run).absolute()
 
 
-def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
-    """(step, saved train state as arrays on one device) of a run's latest or best
-    checkpoint, read-only, whatever devices or processes saved it. The best is by
+def restore_state(run: str | Path, which: str = "latest",
+                  sharding: jax.sharding.Sharding | None = None) -> tuple[int, dict]:
+    """(step, saved train state) of a run's latest or best checkpoint, read-only,
+    whatever devices or processes saved it; every array with `sharding` (default: on
+    this process's first device). The best is by
     contrast-set macro-F1, as the trainer keeps it. One that does not restore
     (truncated, damaged) is skipped with a warning for the newest other that does."""
     if which not in ("latest", "best"):
@@ -93,7 +95,8 @@ def restore_state(run: str | Path, which: str = "latest") -> tuple[int, dict]:
         for step in steps:
             try:
                 state = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(saved_state_target(folder, step))))[
+                    state=ocp.args.StandardRestore(
+                        saved_state_target(folder, step, sharding))))[
                     "state"]
             except Exception as e:  # noqa: BLE001 - an unreadable one: try the next.
                 failures.append(f"{step} ({type(e).__name__}: {str(e)[:160]})")

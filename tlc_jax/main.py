@@ -11,7 +11,9 @@ with one message saying what is wrong and the flag that fixes it, and exit statu
 tracebacks are for bugs (and for any error with --verbose). Ctrl-C stops the run
 before its next step (a second Ctrl-C at once); the same command resumes it. Re-running
 a finished run prints its results without evaluating again (--reevaluate to evaluate its
-final checkpoint anew).
+final checkpoint anew). `--evaluate_from=DIR` trains nothing: it evaluates the finished
+run in DIR, trained with the same config, under this config's post-hoc corrections
+(eval.tau_norm, eval.logit_adjust_tau), e.g. to try tau-normalisation on a trained run.
 
 Several processes (hosts) run one training together when launched as such: by SLURM's
 srun or Open MPI's mpirun with more than one task (detected as JAX detects them), or with
@@ -46,6 +48,11 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "If --workdir holds a run of 
                                "config, delete it and start afresh (else refuse).")
 _REEVALUATE = flags.DEFINE_bool("reevaluate", False, "For a finished run: evaluate and "
                                 "write its report again (else it is only printed).")
+_EVALUATE_FROM = flags.DEFINE_string(
+    "evaluate_from", None, "Train nothing: evaluate the finished run in this directory "
+    "(trained with the same config up to evaluation fields such as eval.tau_norm and "
+    "eval.logit_adjust_tau) with this config's post-hoc corrections; the report goes "
+    "to --workdir.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Tracebacks for every error, also for "
                              "mistakes in the command line or the data.")
 # --- several processes (docs/MULTIHOST.md); a single process needs none of these ---
@@ -183,8 +190,12 @@ def main(argv):
     config = _CONFIG.value
     start_processes()
     try:
-        report = train.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value,
-                                          reevaluate=_REEVALUATE.value)
+        if _EVALUATE_FROM.value:
+            report = train.evaluate_trained(config, _WORKDIR.value, _EVALUATE_FROM.value,
+                                            _OVERWRITE.value, _REEVALUATE.value)
+        else:
+            report = train.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value,
+                                              reevaluate=_REEVALUATE.value)
     except KeyboardInterrupt as e:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         if distributed.is_multiprocess() and not isinstance(e, train.Stopped):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -55,8 +56,8 @@ from tlc_jax.active_sampling import ActiveSampling, ActiveState, next_quotas
 from tlc_jax.config import validate as validate_config
 from tlc_jax.data import ImageDataset
 from tlc_jax.data.prepare import augment_options, offline_augmented, prepare
-from tlc_jax.fileio import read_json, write_json_atomic
-from tlc_jax.inference import (BEST_METRIC, CHECKPOINT_DIR, ModelSpec,
+from tlc_jax.fileio import atomic_file, read_json, write_json_atomic
+from tlc_jax.inference import (BEST_METRIC, CHECKPOINT_DIR, ModelSpec, restore_state,
                                saved_state_target)
 from tlc_jax.input_pipeline import ArrayBatchLoader, QuotaBatchIterator
 from tlc_jax.pretrained import head_name, initial_weights
@@ -66,7 +67,9 @@ from tlc_jax.stages import (ACTIVE, CLASS_BALANCED, INSTANCE, PROGRESSIVE, SQRT,
                             stages_from_config)
 from tlc_jax.step import (StepConfig, TrainState, init_state, make_eval_step,
                           make_optimizer, make_train_step)
-from tlc_jax.workdir import CONFIG_FILE, claim_workdir, config_changes, lock_workdir
+from tlc_jax.data.prepare import SPLIT_FILE
+from tlc_jax.workdir import (CONFIG_FILE, EVALUATION_FIELDS, claim_workdir, config_changes, lock_workdir,
+                             training_changes)
 from tlc_jax.writers import MetricWriter, Progress
 
 
@@ -617,7 +620,26 @@ class Trainer:
 
     def report(self, state: TrainState, best_checkpoint: int | None) -> dict:
         """Test (and contrast-set) metrics of the final state, written to report.json."""
-        variables = variables_of(state)
+        return self.write_report(variables_of(state), best_checkpoint, self.history())
+
+    def evaluate_run(self, source: Path) -> dict:
+        """The report of the finished run in `source` (same training config: checked
+        by `evaluate_trained`) under this config's evaluation: its final weights, best
+        checkpoint and history, nothing trained. Written to this work directory."""
+        src = read_json(source / "report.json")
+        step, state = restore_state(source, "latest", self.replicated)
+        logging.info("Evaluating %s's final weights (checkpoint %d) with this config's "
+                     "post-hoc corrections.", source, step)
+        return self.write_report(
+            {"params": state["params"], "batch_stats": state["batch_stats"]},
+            src.get("best_checkpoint"), src["history"],
+            evaluated_from=str(source.absolute()))
+
+    def write_report(self, variables: dict, best_checkpoint: int | None,
+                     history: dict, **extra) -> dict:
+        """Metrics of `variables` (after the configured post-hoc corrections) on the
+        test and contrast sets, with the run's history; report.json, summary.md and
+        plots written by process 0."""
         evaluated = self.posthoc(variables)
         test = self.metrics_on(evaluated)
         distributed.assert_same("the test-set confusion matrix",
@@ -629,8 +651,9 @@ class Trainer:
             "best_checkpoint": best_checkpoint,  # By contrast macro-F1; in checkpoints/.
             "data": {name: getattr(self.data, name).class_counts().tolist()
                      for name in ("train", "contrast", "test")},
-            "history": self.history(),
+            "history": history,
             "config": self.config.to_dict(),
+            **extra,
         }
         if evaluated is not variables:  # Post-hoc corrections on: the plain model too.
             report["test_without_posthoc"] = self.metrics_on(variables)
@@ -703,3 +726,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      "not recomputed (--reevaluate evaluates it again).", workdir)
         return json.loads(report_path.read_text())
     return Trainer(config, workdir, overwrite).run()
+
+
+def evaluate_trained(config: ml_collections.ConfigDict, workdir: str, source: str,
+                     overwrite: bool = False, reevaluate: bool = False) -> dict:
+    """`config`'s report from the finished run in `source`, without training: for a
+    config that differs from that run's only in how the final weights are evaluated
+    (`tlc_jax.workdir.EVALUATION_FIELDS`: post-hoc logit adjustment, tau-normalisation),
+    the training would be the same, so its final weights are evaluated with this
+    config's corrections. The report (with "evaluated_from": `source`) goes to
+    `workdir`, with the source's data split (checked against this config's). A finished
+    report of this config in `workdir` is returned as `train_and_evaluate` does."""
+    validate_config(config)
+    source_dir = Path(source)
+    recorded = read_json(source_dir / CONFIG_FILE)
+    if recorded is None or not (source_dir / "report.json").is_file():
+        raise FileNotFoundError(
+            f"--evaluate_from={source}: no finished run there (it needs config.json and "
+            f"report.json); train that run to the end first, or leave the flag out to "
+            f"train this one.")
+    changed = training_changes(recorded, json.loads(config.to_json()))
+    if changed:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:8])
+        raise ValueError(
+            f"--evaluate_from={source}: that run was trained with another config "
+            f"({details}); only evaluation fields ({', '.join(sorted(EVALUATION_FIELDS))})"
+            f" may differ. Leave the flag out to train this config.")
+    if Path(workdir).absolute() == source_dir.absolute():
+        raise ValueError(f"--evaluate_from names the work directory itself ({workdir}); "
+                         f"give the finished run's directory, and a new --workdir.")
+    report_path = Path(workdir) / "report.json"
+    finished = False
+    if report_path.exists() and not (overwrite or reevaluate):
+        mine = read_json(Path(workdir) / CONFIG_FILE)
+        finished = mine is not None and not config_changes(
+            mine, json.loads(config.to_json()))
+    if distributed.broadcast(int(finished)):  # Process 0's view decides.
+        return json.loads(report_path.read_text())
+    split = Path(workdir) / SPLIT_FILE
+    if jax.process_index() == 0 and (source_dir / SPLIT_FILE).is_file() and (
+            overwrite or not split.exists()):
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        with atomic_file(split) as tmp:  # prepare() checks the split against it.
+            shutil.copyfile(source_dir / SPLIT_FILE, tmp)
+    distributed.barrier("the source run's split copied")
+    trainer = Trainer(config, workdir, overwrite)
+    try:
+        return trainer.evaluate_run(source_dir)
+    finally:
+        trainer.writer.close()
+        trainer._unlock()

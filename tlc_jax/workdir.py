@@ -32,6 +32,11 @@ LOCK_FILE = ".trainer.lock"  # Not the experiment runner's ".lock", which it han
 RESUMABLE_FIELDS = {"data.root", "data.download", "data.cache_dir", "model.weights_dir",
                     "train.log_every_steps", "train.checkpoint_every_epochs",
                     "eval.batch_size"}
+# Fields that change only how a trained run's final weights are evaluated (post-hoc
+# corrections), never its training: a finished run of a config that differs from this
+# one only in these is evaluated as this config's run without training again
+# (`tlc_jax.train.evaluate_trained`, `tlc_jax.main --evaluate_from`).
+EVALUATION_FIELDS = {"eval.logit_adjust_tau", "eval.tau_norm"}
 RUN_OUTPUTS = (CHECKPOINT_DIR, "tensorboard", "plots", SPLIT_FILE, "metrics.jsonl",
                "report.json", "summary.md", CONFIG_FILE, MODEL_FILE)
 
@@ -44,6 +49,12 @@ def _flat(d: Mapping, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def training_changes(recorded: Mapping, current: Mapping) -> dict[str, tuple[Any, Any]]:
+    """`config_changes` that would change training: without `EVALUATION_FIELDS`."""
+    return {k: v for k, v in config_changes(recorded, current).items()
+            if k not in EVALUATION_FIELDS}
 
 
 def config_changes(recorded: Mapping, current: Mapping) -> dict[str, tuple[Any, Any]]:

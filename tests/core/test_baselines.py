@@ -185,6 +185,41 @@ def test_posthoc_corrections_are_what_the_test_metrics_use(baseline_run):
     assert report["config"]["eval"]["tau_norm"] == 1.0
 
 
+def test_a_trained_run_is_evaluated_under_other_posthoc_corrections(baseline_run,
+                                                                    tmp_path):
+    """evaluate_trained: the baseline run's final weights evaluated without its
+    post-hoc corrections give exactly the report's own uncorrected figures (and its
+    history, split and best checkpoint), nothing trained; a config that would train
+    differently, or a source that never finished, is refused with the reason."""
+    trainer, report, workdir = baseline_run
+    plain = trainer.config.copy_and_resolve_references()
+    with plain.unlocked():
+        plain.eval.tau_norm, plain.eval.logit_adjust_tau = 0.0, 0.0
+    got = train.evaluate_trained(plain, tmp_path / "plain", workdir)
+    assert got["test"] == report["test_without_posthoc"]
+    assert "test_without_posthoc" not in got
+    assert got["history"] == report["history"]
+    assert got["best_checkpoint"] == report["best_checkpoint"]
+    assert got["evaluated_from"] == str(workdir.absolute())
+    assert json.loads((tmp_path / "plain" / "report.json").read_text())["test"] == got["test"]
+    assert ((tmp_path / "plain" / "data_split.json").read_text()
+            == (workdir / "data_split.json").read_text())
+    assert not (tmp_path / "plain" / "checkpoints").exists()
+    # Finished: read back, not evaluated again.
+    written = (tmp_path / "plain" / "report.json").stat().st_mtime_ns
+    assert train.evaluate_trained(plain, tmp_path / "plain", workdir)["test"] == got["test"]
+    assert (tmp_path / "plain" / "report.json").stat().st_mtime_ns == written
+
+    other = plain.copy_and_resolve_references()
+    with other.unlocked():
+        other.train.epochs = 3
+    with pytest.raises(ValueError, match=r"trained with another config \(train.epochs: "
+                                         r"2 -> 3\); only evaluation fields"):
+        train.evaluate_trained(other, tmp_path / "other", workdir)
+    with pytest.raises(FileNotFoundError, match="no finished run there"):
+        train.evaluate_trained(plain, tmp_path / "again", tmp_path / "nothing")
+
+
 def test_active_sampling_variants_reach_the_quota_rule(tmp_path, monkeypatch):
     """sampling.signal / balanced_contrast / mix_balanced go into next_quotas."""
     from tlc_jax.active_sampling import ActiveSampling, ActiveState, next_quotas

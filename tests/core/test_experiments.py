@@ -25,7 +25,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from tlc_jax.data.prepare import SPLIT_FILE, prepare
 from tlc_jax.experiments import baseline
-from tlc_jax.experiments.grid import BASELINE_METHOD, GridError, load_grid
+from tlc_jax.experiments.grid import (BASELINE_METHOD, GridError, evaluation_sources,
+                                     load_grid)
 from tlc_jax.experiments.results import loss_rows, method_losses
 from tlc_jax.experiments.runs import (CONFLICT, FINISHED, MISSING, record_path,
                                       run_state, write_record)
@@ -532,3 +533,61 @@ def test_contrast_choice_reads_contrast_figures_only():
     assert contrast_choice([d, e], ["d", "e"]) == "e"
     assert contrast_choice_detail([d, e], ["d", "e"]) == (
         "e", "contrast_balanced_accuracy", [0])
+
+
+def test_evaluation_sources_pair_methods_that_differ_only_in_posthoc_corrections():
+    methods = {"instance": {"sampling.composition": "instance"},
+               "posthoc-la": {"sampling.composition": "instance",
+                              "eval.logit_adjust_tau": 1.0},
+               "tau-norm": {"sampling.composition": "instance", "eval.tau_norm": 1.0},
+               "tlc": {}, "tlc-tau": {"eval.tau_norm": 0.5},
+               "lonely": {"train.loss": "focal", "eval.tau_norm": 1.0}}
+    assert evaluation_sources(methods) == {"posthoc-la": "instance",
+                                           "tau-norm": "instance", "tlc-tau": "tlc"}
+    grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
+    assert grid.evaluated_from == {"posthoc-la": "instance", "tau-norm": "instance"}
+    cell = next(c for c in grid.cells() if c.id == "ratio=10/tau-norm/seed2")
+    assert grid.source(cell).id == "ratio=10/instance/seed2"
+    assert grid.config(grid.source(cell)).to_dict() == {
+        **grid.config(cell).to_dict(), "eval": {**grid.config(cell).eval.to_dict(),
+                                                "tau_norm": 0.0}}
+
+
+@pytest.mark.slow
+def test_a_posthoc_method_evaluates_its_source_run_instead_of_training(tmp_path):
+    """tlc-tau = tlc + tau-normalisation: with two runs at once it waits for tlc's run
+    and evaluates its weights (no training of its own); its uncorrected figures are
+    tlc's. Asked for alone, before tlc has trained, it trains on its own."""
+    grid = write_grid(tmp_path / "posthoc.py", config=DIGITS,
+                      methods={"tlc-tau": {"eval.tau_norm": 1.0}, "tlc": {}},
+                      seeds=[0], overrides=TINY_OVERRIDES)
+    dry = run_grid(tmp_path / "work", "--dry_run", "--only=tlc-tau", grid=grid)
+    assert "default/tlc-tau/seed0: missing\n" in dry.stdout
+    assert "--evaluate_from" not in dry.stdout
+    dry = run_grid(tmp_path / "work", "--dry_run", grid=grid)
+    assert ("default/tlc-tau/seed0: missing (evaluates default/tlc/seed0's trained run, "
+            "once it has finished)") in dry.stdout
+    out = run_grid(tmp_path / "work", "--parallel=2", grid=grid)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    starts = [l for l in lines if l.startswith("[start")]
+    assert "default/tlc/seed0" in starts[0]
+    assert "default/tlc-tau/seed0 (evaluates default/tlc/seed0's trained run;" in starts[1]
+    assert lines.index(starts[1]) > lines.index(
+        next(l for l in lines if l.startswith("[done] default/tlc/seed0")))
+    work = tmp_path / "work" / "default"
+    command = (work / "tlc-tau" / "seed0" / "command.txt").read_text()
+    assert f"--evaluate_from={work / 'tlc' / 'seed0'}" in command
+    tau = json.loads((work / "tlc-tau" / "seed0" / "report.json").read_text())
+    tlc = json.loads((work / "tlc" / "seed0" / "report.json").read_text())
+    assert tau["test_without_posthoc"] == tlc["test"]
+    assert tau["history"] == tlc["history"]
+    assert not (work / "tlc-tau" / "seed0" / "checkpoints").exists()
+    assert not re.search(r"epoch \d+/\d+: loss",
+                         (work / "tlc-tau" / "seed0" / "log.txt").read_text())
+    assert re.search(r"epoch \d+/\d+: loss", (work / "tlc" / "seed0" / "log.txt").read_text())
+
+    alone = run_grid(tmp_path / "alone", "--only=tlc-tau", grid=grid)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert "(trains: the run it could evaluate is not finished here;" in alone.stdout
+    assert (tmp_path / "alone" / "default" / "tlc-tau" / "seed0" / "checkpoints").is_dir()

@@ -41,6 +41,9 @@ def main(*args, timeout=300):
      "folder: set --config.data.root=DIR."),
     (["--config.data.name=cifar10", "--config.data.root=/nonexistent/cifar"],
      "Pass --config.data.download=true to fetch it"),
+    (["--evaluate_from=/nonexistent/run"],
+     "--evaluate_from=/nonexistent/run: no finished run there (it needs config.json and "
+     "report.json); train that run to the end first"),
 ])
 def test_mistakes_end_in_one_line_and_status_2(tmp_path, args, message):
     out = main(f"--config={DIGITS}", *args, f"--workdir={tmp_path / 'run'}")

@@ -5,7 +5,9 @@ Runs every unfinished run of the grid (`--parallel` at a time, each its own
 DIR/results.md, DIR/results.csv, DIR/results_per_class.csv and DIR/plots/. Rerunning
 the same command skips what is finished and resumes the rest. A grid with a "records"
 folder (commit it) gets each finished run's record there, so the grid continues, and
-its results are written, on another machine or from an empty work directory.
+its results are written, on another machine or from an empty work directory. A method
+that differs from another only in post-hoc corrections (posthoc-la, tau-norm from
+instance) evaluates that method's trained run instead of training again.
 
     --only=REGEX    run only the runs whose id ("variant/method/seedS") matches
                     (re.search); the results still cover the whole grid
@@ -31,7 +33,7 @@ from tlc_jax.experiments import baseline
 from tlc_jax.experiments.aggregate import cell_state
 from tlc_jax.experiments.grid import GridError, command_line, load_grid
 from tlc_jax.experiments.results import RESULTS_MD, write_results
-from tlc_jax.experiments.runner import Outcome, Runner
+from tlc_jax.experiments.runner import Outcome, Runner, source_finished
 
 _GRID = flags.DEFINE_string("grid", None, "Grid file (configs/grids/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The grid's work directory: one folder "
@@ -56,9 +58,17 @@ def selected(cells, only: str):
 
 def dry_run(grid, root: Path, cells, rows) -> None:
     """Each selected run's state and command; nothing is started or written."""
+    ids = {c.id for c in cells}
     for cell in cells:
         state = cell_state(grid, root, cell)
-        print(f"{cell.id}: {state.state}\n    {command_line(grid.command(cell, root))}")
+        source = grid.source(cell)
+        evaluate = source is not None and (source.id in ids or
+                                           source_finished(grid, root, cell))
+        note = (f" (evaluates {source.id}'s trained run" +
+                ("" if source_finished(grid, root, cell) else ", once it has finished")
+                + ")" if evaluate else "")
+        print(f"{cell.id}: {state.state}{note}\n"
+              f"    {command_line(grid.command(cell, root, evaluate=evaluate))}")
     for cell in rows:
         state = cell_state(grid, root, cell)
         print(f"{cell.id}: {state.state}\n    (in this process: "

@@ -29,6 +29,14 @@ schema, and every cell's config is resolved here exactly as `tlc_jax.main` resol
 (ml_collections' config flags), so a mistyped field or a value of the wrong type fails
 when the grid is loaded, naming the method, not in the middle of a grid.
 
+A method whose fields are another method's plus only evaluation fields (post-hoc
+corrections, `tlc_jax.workdir.EVALUATION_FIELDS`: e.g. "posthoc-la" = "instance" +
+eval.logit_adjust_tau) trains exactly as that method does, so the runner evaluates that
+method's finished run of the same variant and seed instead of training again (the
+cell's command adds `--evaluate_from=<that run's folder>`); `Grid.evaluated_from` names
+these pairs. When that run is not finished and not part of the invocation, the cell
+trains on its own.
+
 Relative config paths are looked up in the current directory, then in the grid file's
 folder and the folders above it (so configs/grids/x.py may name configs/digits_lt.py).
 Variant names are their argument strings with "," turned into "_" (or the dict's keys);
@@ -50,7 +58,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from tlc_jax.workdir import config_changes
+from tlc_jax.workdir import EVALUATION_FIELDS, config_changes
 
 # The sklearn sanity row (tlc_jax.experiments.baseline) is stored as this method.
 BASELINE_METHOD = "sklearn-logreg-balanced"
@@ -96,6 +104,8 @@ class Grid:
     overrides: dict[str, Any]
     description: str
     records: Path | None = None  # Absolute; the finished runs' records (runs.py).
+    # Method -> the method whose trained runs it evaluates (see the module docstring).
+    evaluated_from: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """Every run, variant-major, then method, then seed (the order runs start in)."""
@@ -117,10 +127,21 @@ class Grid:
                    for field, value in cell.overrides]
                 + [f"--config.seed={cell.seed}"])
 
-    def command(self, cell: Cell, root: Path) -> list[str]:
-        """The argv that trains (or resumes) `cell` in its folder under `root`."""
+    def command(self, cell: Cell, root: Path, evaluate: bool = False) -> list[str]:
+        """The argv that trains (or resumes) `cell` in its folder under `root`; with
+        `evaluate`, that evaluates its `source` cell's finished run instead."""
+        extra = [f"--evaluate_from={run_dir(root, self.source(cell))}"] if evaluate else []
         return [sys.executable, "-m", "tlc_jax.main", *self.flag_args(cell),
-                f"--workdir={run_dir(root, cell)}"]
+                f"--workdir={run_dir(root, cell)}", *extra]
+
+    def source(self, cell: Cell) -> Cell | None:
+        """The cell whose trained run `cell` evaluates (same variant and seed), if its
+        method differs from another's only in evaluation fields."""
+        method = self.evaluated_from.get(cell.method)
+        if method is None:
+            return None
+        return Cell(cell.variant, cell.variant_args, method, cell.seed,
+                    tuple({**self.overrides, **self.methods[method]}.items()))
 
     def config(self, cell: Cell) -> ml_collections.ConfigDict:
         """The cell's resolved config, exactly as `tlc_jax.main` would build it."""
@@ -195,9 +216,25 @@ def load_grid(path: str | Path) -> Grid:
                 overrides=_fields(raw.get("overrides") or {}, "overrides", where),
                 description=_string(raw.get("description", ""), "description", where),
                 records=_records_path(raw.get("records"), where))
+    grid = dataclasses.replace(grid, evaluated_from=evaluation_sources(grid.methods))
     for cell in grid.cells():
         _check_cell(grid, cell, where)
     return grid
+
+
+def evaluation_sources(methods: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{method: source method} for each method whose fields are the source's plus
+    evaluation fields only (the first such source in grid order)."""
+    out = {}
+    for name, fields in methods.items():
+        training = {k: v for k, v in fields.items() if k not in EVALUATION_FIELDS}
+        if training == fields:
+            continue
+        source = next((other for other, its in methods.items()
+                       if other != name and its == training), None)
+        if source is not None:
+            out[name] = source
+    return out
 
 
 def _call_get_grid(path: Path) -> dict:

@@ -292,6 +292,12 @@ def markdown(grid: Grid, root: Path, runs: list[Run]) -> str:
         "Train s: the epochs' training time; wall s: the runner's measure of the whole "
         f"run. {BASELINE_METHOD}: scikit-learn logistic regression, class-balanced, on "
         "raw pixels of the same training images, same test set.", ""]
+    if grid.evaluated_from:
+        pairs = "; ".join(f"{m} from {src}" for m, src in grid.evaluated_from.items())
+        lines += ["Post-hoc methods evaluate the trained weights of the method they "
+                  f"correct (same variant and seed: the same training) when that run "
+                  f"has finished, instead of training again ({pairs}): their train s "
+                  f"is that run's, their wall s the evaluation's.", ""]
     if grid.overrides:
         lines += [f"Every run: {_overrides_text(grid.overrides)}.", ""]
     for variant, args in grid.variants.items():

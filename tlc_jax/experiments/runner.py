@@ -38,6 +38,7 @@ from tlc_jax.experiments.grid import COMMAND_FILE, Cell, Grid, command_line, run
 from tlc_jax.experiments.runs import (CONFLICT, FINISHED, LOG_FILE, RUNNING, log_tail,
                                       record_attempt, try_lock, write_record)
 from tlc_jax.fileio import atomic_file
+from tlc_jax.workdir import has_checkpoint
 
 POLL_SECONDS = 0.2
 
@@ -137,8 +138,11 @@ class Runner:
         running: list[_Job] = []
         total = len(todo)
         while (todo or running) and self.stop_signal is None:
-            while todo and len(running) < self.parallel:
-                cell = todo.pop(0)
+            while len(running) < self.parallel:
+                cell = self._next(todo, running)
+                if cell is None:
+                    break
+                todo.remove(cell)
                 job = self._start(cell, total - len(todo), total)
                 if isinstance(job, Outcome):
                     outcomes.append(job)
@@ -154,6 +158,16 @@ class Runner:
             outcomes += self._stop(running)
             outcomes += [Outcome(c, "stopped", "not started") for c in todo]
         return outcomes
+
+    def _next(self, todo: list[Cell], running: list[_Job]) -> Cell | None:
+        """The first cell to start: one that evaluates another cell's run waits while
+        that cell is still to train or training here."""
+        pending = {c.id for c in todo} | {j.cell.id for j in running}
+        for cell in todo:
+            source = self.grid.source(cell)
+            if source is None or source.id not in pending:
+                return cell
+        return None
 
     def _not_started(self, cell: Cell, state: str, detail: str,
                      record: Path | None = None) -> Outcome:
@@ -175,7 +189,8 @@ class Runner:
         lock_fd = try_lock(folder)
         if lock_fd is None:
             return self._not_started(cell, RUNNING, "its lock is held")
-        argv = self.grid.command(cell, self.root)
+        evaluates = source_finished(self.grid, self.root, cell)
+        argv = self.grid.command(cell, self.root, evaluate=evaluates)
         line = command_line(argv)
         with atomic_file(folder / COMMAND_FILE) as tmp:
             tmp.write_text(line + "\n")
@@ -196,7 +211,10 @@ class Runner:
             record_attempt(folder, attempt, returncode=-1, seconds=0.0)
             self.say(f"[FAILED] {cell.id}: could not start {argv[0]}: {e}", error=True)
             return Outcome(cell, "failed", str(e))
-        self.say(f"[start {number}/{total}] {cell.id} (log: {log_path})")
+        how = (f"evaluates {self.grid.source(cell).id}'s trained run; " if evaluates else
+               "trains: the run it could evaluate is not finished here; "
+               if self.grid.source(cell) is not None else "")
+        self.say(f"[start {number}/{total}] {cell.id} ({how}log: {log_path})")
         return _Job(cell, folder, process, lock_fd, log, attempt, log_start, time.time())
 
     def _finish(self, job: _Job, stopped: bool = False) -> Outcome:
@@ -312,6 +330,17 @@ class Runner:
         self.say(f"[done] {cell.id}: balanced accuracy "
                  f"{report['test']['balanced_accuracy']:.4f}")
         return Outcome(cell, "finished")
+
+
+def source_finished(grid: Grid, root: Path, cell: Cell) -> bool:
+    """Whether `cell` can evaluate its source cell's run (`Grid.source`): finished in
+    its folder, with its checkpoints (a run known only from its record has no weights)."""
+    source = grid.source(cell)
+    if source is None:
+        return False
+    folder = run_dir(root, source)
+    return ((folder / "report.json").is_file() and has_checkpoint(folder) and
+            cell_state(grid, root, source).state == FINISHED)
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
