@@ -149,7 +149,9 @@ def test_eval_logits_match_torchvision(name, sizes):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, err_msg=f"{name} @ {size}px")
 
 
-TRAIN = [("densenet121", 64), ("densenet161", 64), ("resnet18", 64)]
+# Train mode (batch statistics, running averages) is the same code for every DenseNet:
+# DenseNet-121 and ResNet-18 cover it; DenseNet-161's own shapes are in the eval test.
+TRAIN = [("densenet121", 64), ("resnet18", 64)]
 
 
 @needs_torch

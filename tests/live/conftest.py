@@ -49,3 +49,4 @@ def trained_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     train.Trainer(tiny_config(**{"train.epochs": 1}), workdir).run()
     return workdir
+
