@@ -228,7 +228,7 @@ class Runner:
         state = cell_state(self.grid, self.root, job.cell)
         if state.state == FINISHED:  # Its report is written (atomically), even if a
             # stop signal reached it after that.
-            self.record(job.cell)
+            self.record(job.cell, state)
             self.say(f"[done] {job.cell.id} in {seconds:.1f} s")
             return Outcome(job.cell, "finished")
         if stopped:
@@ -259,13 +259,13 @@ class Runner:
             time.sleep(POLL_SECONDS)
         return [self._finish(job, stopped=True) for job in running]
 
-    def record(self, cell: Cell) -> None:
+    def record(self, cell: Cell, state=None) -> None:
         """Copies a run finished in its folder to the grid's records (runs.py), if the
-        grid keeps records."""
+        grid keeps records (`state`: the cell's, if just read)."""
         record = cell_record(self.grid, cell)
         if record is None:
             return
-        state = cell_state(self.grid, self.root, cell)
+        state = state or cell_state(self.grid, self.root, cell)
         if state.state == FINISHED and state.record is None:  # Finished in its folder.
             if write_record(run_dir(self.root, cell), record):
                 self.say(f"[record] {cell.id}: {record}")
