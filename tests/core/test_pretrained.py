@@ -334,19 +334,21 @@ def test_head_kept_for_1000_classes(densenet_files):
 
 
 @needs_torch
-def test_cosine_head_is_always_fresh(densenet_files):
+def test_cosine_head_is_always_fresh(tmp_path):
     """A torchvision classifier is linear: a cosine-head model gets a fresh head even
-    for 1000 classes, and head='keep' says why it cannot."""
-    model = create_model("densenet121", head="cosine")
-    path = densenet_files / "w.safetensors"
+    for 1000 classes, and head='keep' says why it cannot. (ResNet-18: the same loader
+    code as DenseNet's, and a smaller model to initialise as the reference.)"""
+    model = create_model("resnet18", head="cosine")
+    path = tmp_path / "r.safetensors"
+    save_safetensors(numpy_state("resnet18"), str(path))
     rng = jax.random.key(5)
     variables = load_pretrained(model, path, rng=rng)
-    head = variables["params"]["classifier"]
-    assert set(head) == {"kernel"} and head["kernel"].shape == (1024, 1000)
+    head = variables["params"]["fc"]
+    assert set(head) == {"kernel"} and head["kernel"].shape == (512, 1000)
     init = jax.jit(model.init)(rng, jnp.zeros((1, 32, 32, 3)))
-    assert_trees_equal(head, init["params"]["classifier"])
-    np.testing.assert_array_equal(variables["params"]["conv0"]["kernel"],
-                                  converted("densenet121")["params"]["conv0"]["kernel"])
+    assert_trees_equal(head, init["params"]["fc"])
+    np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"],
+                                  converted("resnet18")["params"]["conv1"]["kernel"])
     with pytest.raises(ValueError, match="head='keep' needs the model's linear head"):
         load_pretrained(model, path, head="keep")
 
