@@ -83,19 +83,21 @@ def _saved_gib(depth, mem, policy="dots_saveable"):
 @pytest.fixture(scope="module")
 def saved_by_depth():
     """Traced only (nothing runs): DenseNet-BC k=12, batch 64, 32 px, fp32."""
-    depths = (40, 100, 160)
+    depths = (40, 70, 100)
     return {(d, mode): _saved_gib(d, *mode) for d in depths for mode in
             [("naive",), ("recompute", "dots_saveable"), ("recompute", "nothing_saveable")]}
 
 
 def _second_over_first_difference(saved, mode):
-    a, b, c = (saved[(d, mode)] for d in (40, 100, 160))
+    a, b, c = (saved[(d, mode)] for d in (40, 70, 100))
     return (c - b) / (b - a)
 
 
 def test_naive_grows_quadratically_recompute_linearly(saved_by_depth):
-    # Depths are equally spaced: equal differences mean linear growth.
-    assert _second_over_first_difference(saved_by_depth, ("naive",)) > 1.4
+    # Depths are equally spaced: equal differences mean linear growth. Naive: 0.39,
+    # 0.84, 1.41 GiB (differences 0.45, 0.57: the ratio 1.27; a pure square of the
+    # depth would give 1.55, its linear part lowers it); recompute: ratio 1.00.
+    assert _second_over_first_difference(saved_by_depth, ("naive",)) > 1.2
     for policy in ("dots_saveable", "nothing_saveable"):
         ratio = _second_over_first_difference(saved_by_depth, ("recompute", policy))
         assert 0.95 < ratio < 1.05, (policy, ratio)
