@@ -714,6 +714,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpoint is evaluated and the report written again).
     """
     validate_config(config)
+    report = finished_report(config, workdir, overwrite, reevaluate)
+    return report if report is not None else Trainer(config, workdir, overwrite).run()
+
+
+def finished_report(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
+                    reevaluate: bool) -> dict | None:
+    """The recorded report of this config's finished run in `workdir`, or None (none
+    there, another config's, or `overwrite` / `reevaluate` asked for a new one)."""
     report_path = Path(workdir) / "report.json"
     finished = False
     if report_path.exists() and not (overwrite or reevaluate):
@@ -721,11 +729,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         finished = recorded is not None and not config_changes(
             recorded, json.loads(config.to_json()))
     # Several processes: process 0's view of the shared work directory decides.
-    if distributed.broadcast(int(finished)):
-        logging.info("%s holds this config's finished run: its report is read, "
-                     "not recomputed (--reevaluate evaluates it again).", workdir)
-        return json.loads(report_path.read_text())
-    return Trainer(config, workdir, overwrite).run()
+    if not distributed.broadcast(int(finished)):
+        return None
+    logging.info("%s holds this config's finished run: its report is read, not "
+                 "recomputed (--reevaluate evaluates it again).", workdir)
+    return json.loads(report_path.read_text())
 
 
 def evaluate_trained(config: ml_collections.ConfigDict, workdir: str, source: str,
@@ -755,14 +763,9 @@ def evaluate_trained(config: ml_collections.ConfigDict, workdir: str, source: st
     if Path(workdir).absolute() == source_dir.absolute():
         raise ValueError(f"--evaluate_from names the work directory itself ({workdir}); "
                          f"give the finished run's directory, and a new --workdir.")
-    report_path = Path(workdir) / "report.json"
-    finished = False
-    if report_path.exists() and not (overwrite or reevaluate):
-        mine = read_json(Path(workdir) / CONFIG_FILE)
-        finished = mine is not None and not config_changes(
-            mine, json.loads(config.to_json()))
-    if distributed.broadcast(int(finished)):  # Process 0's view decides.
-        return json.loads(report_path.read_text())
+    report = finished_report(config, workdir, overwrite, reevaluate)
+    if report is not None:
+        return report
     split = Path(workdir) / SPLIT_FILE
     if jax.process_index() == 0 and (source_dir / SPLIT_FILE).is_file() and (
             overwrite or not split.exists()):
