@@ -16,6 +16,17 @@ os.environ.update({"JAX_COMPILATION_CACHE_DIR": _CACHE,
                    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
 
+# XLA:CPU's own kernels (the fusions around the library convolutions and matrix
+# products) built without LLVM's optimisations: the tests' tiny models spend far longer
+# compiling than running, and a random-number generator (threefry, one per parameter
+# initialised) takes ~0.6 s each to compile optimised. Measured on tests/core/
+# test_memory.py: 250 -> 171 s. Results stay within every test's tolerance; speed is
+# measured by the benchmarks, never here. Inherited by the processes tests start.
+from helpers import OPT_LEVEL  # noqa: E402 - numpy only, no jax.
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {OPT_LEVEL}".strip()
+
 import jax  # noqa: E402 - after the cache settings.
 import pytest  # noqa: E402
 

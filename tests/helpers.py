@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# The XLA flag every test process runs under (tests/conftest.py says why).
+OPT_LEVEL = "--xla_backend_optimization_level=0"
 
 
 def load_config(arg=None, name="digits_lt"):

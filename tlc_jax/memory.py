@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tlc_jax.models import init_variables
 from tlc_jax.step import StepConfig, make_loss
 
 
@@ -147,7 +148,7 @@ def peak_bytes_in_use(model: nn.Module, batch_size: int, image_size: int,
     key_x, key_init = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(key_x, images.shape, images.dtype)
     y = jnp.zeros(labels.shape, labels.dtype)
-    variables = jax.jit(lambda k: model.init(k, x[:1], train=False))(key_init)
+    variables = init_variables(model, key_init, (1, *x.shape[1:]), dtype=x.dtype)
     compiled = compiled or compile_grad(model, batch_size, image_size, in_channels)
     grads = compiled(variables["params"], variables["batch_stats"], x, y)
     jax.block_until_ready(grads)

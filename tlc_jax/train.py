@@ -176,10 +176,10 @@ class Trainer:
     def init_variables(self, rng: jax.Array) -> dict:
         """Random init, ImageNet weights or an earlier run's, replicated on the mesh."""
         m = self.config.model
-        dummy = jnp.zeros((1, *self.image_shape), jnp.float32)
-        init = lambda key: self.model.init(key, dummy, train=False)
-        shardings = jax.tree.map(lambda _: self.replicated, jax.eval_shape(init, rng))
-        variables = jax.jit(init, out_shardings=shardings)(rng)
+        shape = (1, *self.image_shape)
+        shardings = jax.tree.map(lambda _: self.replicated, jax.eval_shape(
+            lambda key: self.model.init(key, jnp.zeros(shape), train=False), rng))
+        variables = models.init_variables(self.model, rng, shape, out_shardings=shardings)
         if m.pretrained:
             loaded = initial_weights(self.model, m.pretrained, jax.device_get(variables),
                                      rng=rng, input_shape=(1, *self.image_shape),
@@ -487,10 +487,10 @@ class Trainer:
 
     def fresh_head(self, variables: dict, rng: jax.Array) -> dict:
         """`variables` with the classifier initialised afresh (cRT)."""
-        dummy = jnp.zeros((1, *self.image_shape), jnp.float32)
         head = head_name(variables)
-        fresh = jax.jit(lambda key: self.model.init(key, dummy, train=False)[
-            "params"][head], out_shardings=self.replicated)(jax.random.fold_in(rng, 2**31 - 1))
+        fresh = models.init_variables(self.model, jax.random.fold_in(rng, 2**31 - 1),
+                                      (1, *self.image_shape),
+                                      out_shardings=self.replicated)["params"][head]
         return {**variables, "params": {**variables["params"], head: fresh}}
 
     def train_epoch(self, stage: Stage, epoch: int, state, train_step, iterator,

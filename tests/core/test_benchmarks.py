@@ -63,3 +63,14 @@ def test_cpu_speed_quick_runs_both_sides_and_reports_the_machine(tmp_path, capsy
     out = capsys.readouterr().out
     assert "| row | JAX img/s | PyTorch img/s | JAX / PyTorch |" in out
     assert "| eval efficientnet_lite0 32px b2 |" in out
+
+
+def test_startup_quick_compares_both_init_settings(capsys):
+    """`python -m tlc_jax.benchmarks.startup --quick` (no timing is asserted)."""
+    from tlc_jax.benchmarks import startup
+
+    (row,) = startup.main(["--quick"])
+    assert row["model"] == "densenet_bc10 8px"
+    assert row["default_s"] > 0 and row["init_options_s"] > 0
+    assert row["max_abs_difference"] < 1e-6  # Float rounding, the same random numbers.
+    assert "| densenet_bc10 8px |" in capsys.readouterr().out

@@ -87,7 +87,7 @@ def wait_for(condition, timeout, what):
 
 def test_ctrl_c_resume_and_a_finished_run_printed_not_recomputed(tmp_path):
     workdir = tmp_path / "run"
-    args = [f"--config={DIGITS}", *TINY, "--config.train.epochs=10",
+    args = [f"--config={DIGITS}", *TINY, "--config.train.epochs=4",
             f"--workdir={workdir}"]
     process = subprocess.Popen([sys.executable, "-m", "tlc_jax.main", *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tlc_jax import memory
-from tlc_jax.models import create_model
+from tlc_jax.models import create_model, init_variables
 from tlc_jax.models.densenet import DenseNet
 
 GiB = 2**30
@@ -35,15 +35,17 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("arch", sorted(TINY))
-@pytest.mark.parametrize("policy", ["dots_saveable", "nothing_saveable"])
+# Both policies on the CIFAR body; the ImageNet stem (the costlier compilation) with the
+# policy that recomputes the most.
+@pytest.mark.parametrize("arch,policy", [("bc", "dots_saveable"), ("bc", "nothing_saveable"),
+                                         ("imagenet_stem", "nothing_saveable")])
 def test_recompute_matches_naive(arch, policy):
     build, size = TINY[arch]
     naive = build(num_classes=5)
     recompute = build(num_classes=5, memory="recompute", remat_policy=policy)
     x = jax.random.normal(jax.random.key(1), (4, size, size, 3))
     y = jnp.array([0, 1, 2, 4])
-    variables = naive.init(jax.random.key(0), x)
+    variables = init_variables(naive, jax.random.key(0), x.shape)
     # One checkpoint serves both modes: the trees are identical.
     assert jax.tree.structure(variables) == jax.tree.structure(
         jax.eval_shape(lambda: recompute.init(jax.random.key(0), x)))
@@ -80,27 +82,30 @@ def _saved_gib(depth, mem, policy="dots_saveable"):
     return memory.memory_report(model, batch_size=64, image_size=32).residuals.saved_bytes / GiB
 
 
+GROWTH_DEPTHS = (16, 28, 40)
+
+
 @pytest.fixture(scope="module")
 def saved_by_depth():
     """Traced only (nothing runs): DenseNet-BC k=12, batch 64, 32 px, fp32."""
-    depths = (40, 70, 100)
-    return {(d, mode): _saved_gib(d, *mode) for d in depths for mode in
+    return {(d, mode): _saved_gib(d, *mode) for d in (*GROWTH_DEPTHS, 100) for mode in
             [("naive",), ("recompute", "dots_saveable"), ("recompute", "nothing_saveable")]}
 
 
 def _second_over_first_difference(saved, mode):
-    a, b, c = (saved[(d, mode)] for d in (40, 70, 100))
+    a, b, c = (saved[(d, mode)] for d in GROWTH_DEPTHS)
     return (c - b) / (b - a)
 
 
 def test_naive_grows_quadratically_recompute_linearly(saved_by_depth):
-    # Depths are equally spaced: equal differences mean linear growth. Naive: 0.39,
-    # 0.84, 1.41 GiB (differences 0.45, 0.57: the ratio 1.27; a pure square of the
-    # depth would give 1.55, its linear part lowers it); recompute: ratio 1.00.
-    assert _second_over_first_difference(saved_by_depth, ("naive",)) > 1.2
+    # Depths are equally spaced: equal differences mean linear growth. Naive: 0.122,
+    # 0.248, 0.393 GiB (differences 0.126, 0.145: the ratio 1.16; a pure square of the
+    # depth would give 1.55, its linear part lowers it; at depths 40, 70, 100 it is
+    # 1.27); recompute: ratio 1.00.
+    assert _second_over_first_difference(saved_by_depth, ("naive",)) > 1.1
     for policy in ("dots_saveable", "nothing_saveable"):
         ratio = _second_over_first_difference(saved_by_depth, ("recompute", policy))
-        assert 0.95 < ratio < 1.05, (policy, ratio)
+        assert 0.98 < ratio < 1.02, (policy, ratio)
 
 
 def test_recompute_keeps_under_a_fifth_at_depth_100(saved_by_depth):
@@ -127,7 +132,7 @@ def test_recompute_keeps_under_a_fifth_at_depth_100(saved_by_depth):
 # more compilations of a training step per architecture for the same check.
 @pytest.mark.parametrize("arch,dtype", [("bc", jnp.float32),
                                         ("imagenet_stem", jnp.float32),
-                                        ("imagenet_stem", jnp.bfloat16)])
+                                        ("bc", jnp.bfloat16)])
 def test_fused_bn_relu_equals_plain_autodiff(arch, dtype):
     """Same variables, outputs, loss, gradients and new batch statistics as plain
     autodiff through BatchNorm + ReLU, in fewer saved bytes. In bfloat16 the two round
@@ -139,9 +144,9 @@ def test_fused_bn_relu_equals_plain_autodiff(arch, dtype):
     plain = build(num_classes=5, dtype=dtype, fused_bn_relu=False)
     x = jax.random.normal(jax.random.key(1), (4, size, size, 3))
     y = jnp.array([0, 1, 2, 4])
-    variables = plain.init(jax.random.key(0), x)
+    variables = init_variables(plain, jax.random.key(0), x.shape)
     assert jax.tree.structure(variables) == jax.tree.structure(
-        fused.init(jax.random.key(0), x))
+        jax.eval_shape(lambda: fused.init(jax.random.key(0), x)))
     got = _loss_grads_and_stats(fused, variables, x, y)
     if dtype == jnp.float32:
         ref = _loss_grads_and_stats(plain, variables, x, y)
@@ -176,14 +181,18 @@ def test_fused_bn_relu_of_pieces_is_that_of_their_concatenation():
     bias = 0.2 * jax.random.normal(jax.random.key(8), (13,))
     cotangent = (jax.random.normal(jax.random.key(7), x.shape),
                  jnp.linspace(-1, 1, 13), jnp.linspace(0.5, -0.2, 13))
-    whole, whole_vjp = jax.vjp(lambda x, s, b: fused_bn_relu(x, s, b, 1e-5, jnp.float32),
-                               x, scale, bias)
-    split, split_vjp = jax.vjp(lambda p, s, b: fused_bn_relu(p, s, b, 1e-5, jnp.float32),
-                               pieces, scale, bias)
+    @jax.jit  # One compilation (op by op, the custom VJP compiles every primitive).
+    def both(x, pieces, scale, bias):
+        whole, whole_vjp = jax.vjp(
+            lambda x, s, b: fused_bn_relu(x, s, b, 1e-5, jnp.float32), x, scale, bias)
+        split, split_vjp = jax.vjp(
+            lambda p, s, b: fused_bn_relu(p, s, b, 1e-5, jnp.float32), pieces, scale, bias)
+        return whole, split, whole_vjp(cotangent), split_vjp(cotangent)
+
+    whole, split, (dx, dscale, dbias), (dpieces, dscale2, dbias2) = both(x, pieces, scale,
+                                                                         bias)
     for a, b in zip(whole, split):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    (dx, dscale, dbias), (dpieces, dscale2, dbias2) = whole_vjp(cotangent), split_vjp(
-        cotangent)
     assert [d.shape for d in dpieces] == [p.shape for p in pieces]
     np.testing.assert_allclose(jnp.concatenate(dpieces, -1), dx, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dscale2, dscale, rtol=1e-5, atol=1e-5)
@@ -258,7 +267,7 @@ def test_training_loss_is_the_train_steps_loss():
     model = build(num_classes=5)
     images = jax.random.randint(jax.random.key(1), (4, size, size, 3), 0, 256, jnp.uint8)
     labels = jnp.array([0, 1, 2, 4], jnp.int32)
-    variables = model.init(jax.random.key(0), model_input(images), train=False)
+    variables = init_variables(model, jax.random.key(0), images.shape)
     tx = make_optimizer("sgd", 0.01, frozen=frozen_mask(model, variables["params"], 0))
     step = make_train_step(model, tx, None, StepConfig(num_classes=5, frozen_stages=0,
                                                        loss="ce"))

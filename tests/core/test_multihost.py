@@ -40,7 +40,7 @@ import pytest
 from tlc_jax import distributed
 from tlc_jax.sampling import QuotaSampler
 
-from helpers import ROOT
+from helpers import OPT_LEVEL, ROOT
 
 ARGS = [f"--config={ROOT / 'configs' / 'digits_lt.py'}", "--config.data.image_size=0",
         "--config.model.depth=10", "--config.model.growth_rate=4",
@@ -50,13 +50,16 @@ ARGS = [f"--config={ROOT / 'configs' / 'digits_lt.py'}", "--config.data.image_si
         "--heartbeat_timeout=10"]
 HEARTBEAT = 10
 LAUNCH = str(ROOT / "launch" / "local_processes.sh")
+# The test session's compilation cache stays (relaunches reuse what the first compiled).
 _CLEAN = {k: v for k, v in os.environ.items()
-          if not k.startswith(("JAX_", "SLURM_", "OMPI_", "XLA_FLAGS"))}
+          if not k.startswith(("JAX_", "SLURM_", "OMPI_", "XLA_FLAGS"))
+          or k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
 
 
 def env(devices: int, **extra) -> dict:
     return {**_CLEAN, "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **extra}
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {OPT_LEVEL}",
+            **extra}
 
 
 def tail(text: str, n: int = 4000) -> str:
@@ -69,6 +72,16 @@ def one_process(workdir: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def interruptible() -> None:
+    """In the launcher's process before it starts: SIGINT handled by default and not
+    blocked, as from a terminal. A non-interactive shell cannot trap a signal that was
+    ignored when it started, and the pytest-xdist worker these tests run in could pass
+    SIGINT on ignored or blocked (a launch in the full suite never saw the Ctrl-C the
+    test sent, while the same file alone passed)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 class Launch:
     """launch/local_processes.sh 2 ... with its stderr in a file (the children's pids
     are read from it, to clean up after a failed test)."""
@@ -78,7 +91,8 @@ class Launch:
         with open(self.log, "w") as f:
             self.process = subprocess.Popen(
                 ["bash", LAUNCH, "2", *ARGS, *extra, f"--workdir={workdir}"], cwd=ROOT,
-                env=env(4), stdout=subprocess.PIPE, stderr=f, text=True)
+                env=env(4), stdout=subprocess.PIPE, stderr=f, text=True,
+                preexec_fn=interruptible)
 
     def stderr(self) -> str:
         return self.log.read_text()
@@ -211,7 +225,10 @@ def test_a_killed_process_stops_the_run_and_the_same_launch_resumes(runs, tmp_pa
              "resume", launch)
     launch.process.send_signal(signal.SIGINT)
     _, err = launch.communicate(timeout=120)
-    assert launch.returncode == 130, tail(err)
+    signals = (f"this process: SIGINT handler {signal.getsignal(signal.SIGINT)}, "
+               + ", ".join(l for l in Path("/proc/self/status").read_text().splitlines()
+                           if l.startswith(("SigBlk", "SigIgn"))))
+    assert launch.returncode == 130, f"{signals}\n{tail(err)}"
     assert err.count("interrupted; run the same command again to resume") == 2, tail(err)
     assert "Traceback" not in err and "another task died" not in err
 

@@ -12,10 +12,10 @@ import pytest
 
 from tlc_jax import train
 from tlc_jax.data.prepare import SPLIT_FILE
-from tlc_jax.models import create_model
+from tlc_jax.models import create_model, init_variables
 from tlc_jax.pretrained import transfer_from_run
 
-from helpers import ROOT, load_config, tiny_config
+from helpers import OPT_LEVEL, ROOT, load_config, tiny_config
 
 
 WITH_WARMUP = {"warmup.enabled": True, "warmup.epochs": 1, "warmup.batch_size": 32}
@@ -265,7 +265,7 @@ def test_transfer_replaces_a_head_of_other_classes(finished_run):
     _, _, source_dir = finished_run
     model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=3,
                                in_channels=1)
-    template = jax.device_get(model.init(jax.random.key(5), np.zeros((1, 8, 8, 1))))
+    template = jax.device_get(init_variables(model, jax.random.key(5), (1, 8, 8, 1)))
     got = transfer_from_run(source_dir, template)
     np.testing.assert_array_equal(got["params"]["classifier"]["kernel"],
                                   template["params"]["classifier"]["kernel"])
@@ -273,7 +273,7 @@ def test_transfer_replaces_a_head_of_other_classes(finished_run):
                                in_channels=1)
     with pytest.raises(ValueError, match="another architecture"):
         transfer_from_run(source_dir, jax.device_get(
-            wrong.init(jax.random.key(5), np.zeros((1, 8, 8, 1)))))
+            init_variables(wrong, jax.random.key(5), (1, 8, 8, 1))))
     with pytest.raises(FileNotFoundError, match="No tlc-jax checkpoint"):
         transfer_from_run(source_dir / "tensorboard", template)
 
@@ -372,7 +372,7 @@ def test_quotas_can_follow_the_contrast_set_every_k_steps(tmp_path):
 
 def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
     """`python -m tlc_jax.main` as a user runs it, sharded over 8 CPU devices."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {OPT_LEVEL}",
                JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "tlc_jax.main", "--config=configs/digits_lt.py:epochs=2",
            "--config.data.image_size=0", "--config.model.depth=10",
@@ -403,13 +403,13 @@ SHARDED_STEP = r'''
 import jax, jax.numpy as jnp, numpy as np, optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tlc_jax import step as S
-from tlc_jax.models import create_model, frozen_mask
+from tlc_jax.models import create_model, frozen_mask, init_variables
 
 assert jax.device_count() == 8
 model = create_model("densenet_bc", depth=10, growth_rate=4, num_classes=10, in_channels=1)
 x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1)).astype(np.uint8)
 y = np.arange(32) % 10
-variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+variables = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
 tx = S.make_optimizer("sgd", 0.1, frozen=frozen_mask(model, variables["params"], 0))
 cfg = S.StepConfig(num_classes=10, frozen_stages=0, loss="ce", focal_gamma=2.0,
                        augment=None)
@@ -433,7 +433,7 @@ print("same")
 
 def test_batchnorm_statistics_are_over_the_global_batch_on_eight_devices():
     """A step on a batch split over 8 devices equals the step on one device."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {OPT_LEVEL}",
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SHARDED_STEP], cwd=ROOT, env=env,
                          capture_output=True, text=True)

@@ -93,11 +93,11 @@ def jax_eval(model: str, o: dict, steps: int) -> float:
     import numpy as np
 
     from tlc_jax.inference import make_predict
+    from tlc_jax.models import init_variables
 
     net = jax_model(model, o)
     shape = (o["batch"], o["size"], o["size"], o["channels"])
-    variables = jax.jit(lambda k: net.init(k, jnp.zeros((1, *shape[1:])), train=False))(
-        jax.random.key(0))
+    variables = init_variables(net, jax.random.key(0), (1, *shape[1:]))
     images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     predict = make_predict(net, top_k=min(5, o["classes"]))
     return median_seconds(lambda: jax.block_until_ready(predict(variables, images)), steps)

@@ -67,15 +67,14 @@ def compiled_train_step(net, batch: int, size: int, classes: int, *,
     import jax
     import jax.numpy as jnp
 
-    from tlc_jax.models import frozen_mask
+    from tlc_jax.models import frozen_mask, init_variables
     from tlc_jax.preprocess import model_input
     from tlc_jax.step import StepConfig, init_state, make_optimizer, make_train_step
     key_x, key_init, key_step = jax.random.split(jax.random.key(0), 3)
     images = jax.random.randint(key_x, (batch, size, size, channels), 0, 256, jnp.uint8)
     labels = jnp.arange(batch, dtype=jnp.int32) % classes
     quotas = jnp.bincount(labels, length=classes).astype(jnp.float32)
-    variables = jax.jit(lambda k: net.init(k, model_input(images[:1]), train=False))(
-        key_init)
+    variables = init_variables(net, key_init, (1, *images.shape[1:]))
     tx = make_optimizer("sgd", 0.01, momentum=0.9,
                         frozen=frozen_mask(net, variables["params"], 0))
     step = make_train_step(net, tx, None, StepConfig(num_classes=classes, frozen_stages=0,

@@ -2,7 +2,7 @@
 
     model = create_model("densenet121", num_classes=10, memory="recompute")
     # Also: densenet169/201/161, densenet_bc, resnet18, efficientnet_lite0 ... lite4.
-    variables = model.init(rng, images_NHWC, train=False)   # {"params", "batch_stats"}
+    variables = init_variables(model, rng, (1, 224, 224, 3))  # {"params", "batch_stats"}
     logits, new_state = model.apply(variables, images_NHWC, train=True,
                                     mutable=["batch_stats"])
 """
@@ -96,6 +96,28 @@ def param_stage(model: nn.Module, name: str) -> int | None:
     return int(match.group(1))
 
 
+# Initialisation runs once, so it is compiled without XLA:CPU's backend (LLVM)
+# optimisations: each parameter's random numbers are a threefry hash of its own that
+# takes ~0.6 s to compile optimised on a 2-core CPU, and a model has one per parameter
+# (DenseNet-BC-16: 15.6 s -> figures in docs/BENCHMARKS.md, "Start-up"). The values are
+# the same random numbers (integer hashing), their conversion to floats may differ in
+# the last bit.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...], *,
+                   dtype: Any = jnp.float32, out_shardings: Any = None) -> dict:
+    """`model.init(rng, zeros(input_shape), train=False)` ({"params", "batch_stats"}),
+    compiled once as one program (eager `model.init` compiles every operation on its
+    own, several times slower), with `INIT_COMPILER_OPTIONS` on CPU; `out_shardings` as
+    for `jax.jit`."""
+    init = lambda key: model.init(key, jnp.zeros(input_shape, dtype), train=False)
+    jitted = jax.jit(init) if out_shardings is None else jax.jit(init,
+                                                                 out_shardings=out_shardings)
+    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return jitted.lower(rng).compile(compiler_options=options)(rng)
+
+
 def frozen_mask(model: nn.Module, params: Any, frozen_stages: int) -> Any:
     """A pytree of bools like `params`: True for parameters in the first
     `frozen_stages` stages (for `optax.multi_transform` labels)."""
@@ -112,6 +134,6 @@ def frozen_mask(model: nn.Module, params: Any, frozen_stages: int) -> Any:
 __all__ = [
     "DEFAULT_REMAT_POLICY", "DenseNet", "EfficientNetLite", "MEMORY_MODES", "MODEL_NAMES",
     "REMAT_POLICIES", "ResNet", "config_kwargs", "create_model", "from_config",
-    "frozen_mask", "param_stage", "densenet_bc", "efficientnet_lite_variant", "imagenet_densenet",
+    "frozen_mask", "init_variables", "param_stage", "densenet_bc", "efficientnet_lite_variant", "imagenet_densenet",
     "resnet18",
 ]
