@@ -19,9 +19,11 @@ os.environ.update({"JAX_COMPILATION_CACHE_DIR": _CACHE,
 # XLA:CPU's own kernels (the fusions around the library convolutions and matrix
 # products) built without LLVM's optimisations: the tests' tiny models spend far longer
 # compiling than running, and a random-number generator (threefry, one per parameter
-# initialised) takes ~0.6 s each to compile optimised. Measured on tests/core/
-# test_memory.py: 250 -> 171 s. Results stay within every test's tolerance; speed is
-# measured by the benchmarks, never here. Inherited by the processes tests start.
+# initialised) takes ~0.6 s each to compile optimised. Measured on test_pretrained.py,
+# test_models.py and test_memory.py (two workers, quiet): 364 s at the default level,
+# 295 s at -O0, though some of them run 224 px DenseNets. Results stay within every
+# test's tolerance; speed is measured by the benchmarks, never here. Inherited by the
+# processes tests start.
 from helpers import OPT_LEVEL  # noqa: E402 - numpy only, no jax.
 
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
