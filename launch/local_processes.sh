@@ -17,6 +17,10 @@
 # The processes run in sessions of their own; Ctrl-C (SIGINT to this script) is passed on
 # once to every process: they stop at a step they agree on and the same command resumes
 # (a second Ctrl-C stops them at once); SIGTERM and SIGHUP are passed on as SIGTERM.
+# A shell cannot trap a signal that was ignored when it started: launched with `&` from
+# a script (non-interactive shells start background jobs with SIGINT ignored), or from a
+# process that ignores SIGINT, this script never sees a Ctrl-C / SIGINT - stop it with
+# SIGTERM then.
 # When a process fails or dies the others stop on their own, within --heartbeat_timeout
 # seconds (default 100); any still running STOP_GRACE seconds (default 150) after the
 # first failure is killed.
