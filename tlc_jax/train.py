@@ -176,10 +176,8 @@ class Trainer:
     def init_variables(self, rng: jax.Array) -> dict:
         """Random init, ImageNet weights or an earlier run's, replicated on the mesh."""
         m = self.config.model
-        shape = (1, *self.image_shape)
-        shardings = jax.tree.map(lambda _: self.replicated, jax.eval_shape(
-            lambda key: self.model.init(key, jnp.zeros(shape), train=False), rng))
-        variables = models.init_variables(self.model, rng, shape, out_shardings=shardings)
+        variables = models.init_variables(self.model, rng, (1, *self.image_shape),
+                                          out_shardings=self.replicated)
         if m.pretrained:
             loaded = initial_weights(self.model, m.pretrained, jax.device_get(variables),
                                      rng=rng, input_shape=(1, *self.image_shape),

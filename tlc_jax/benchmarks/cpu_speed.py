@@ -89,7 +89,6 @@ def jax_model(model: str, o: dict):
 
 def jax_eval(model: str, o: dict, steps: int) -> float:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from tlc_jax.inference import make_predict

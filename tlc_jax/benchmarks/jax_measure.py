@@ -68,7 +68,6 @@ def compiled_train_step(net, batch: int, size: int, classes: int, *,
     import jax.numpy as jnp
 
     from tlc_jax.models import frozen_mask, init_variables
-    from tlc_jax.preprocess import model_input
     from tlc_jax.step import StepConfig, init_state, make_optimizer, make_train_step
     key_x, key_init, key_step = jax.random.split(jax.random.key(0), 3)
     images = jax.random.randint(key_x, (batch, size, size, channels), 0, 256, jnp.uint8)

@@ -99,9 +99,9 @@ def param_stage(model: nn.Module, name: str) -> int | None:
 # Initialisation runs once, so it is compiled without XLA:CPU's backend (LLVM)
 # optimisations: each parameter's random numbers are a threefry hash of its own that
 # takes ~0.6 s to compile optimised on a 2-core CPU, and a model has one per parameter
-# (DenseNet-BC-16: 15.6 s -> figures in docs/BENCHMARKS.md, "Start-up"). The values are
-# the same random numbers (integer hashing), their conversion to floats may differ in
-# the last bit.
+# (DenseNet-BC-16 at 28 px: 9.3 -> 2.5 s; docs/BENCHMARKS.md, "Start-up"). The values
+# are the same random numbers (integer hashing), their conversion to floats may differ
+# in the last bit.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -134,6 +134,6 @@ def frozen_mask(model: nn.Module, params: Any, frozen_stages: int) -> Any:
 __all__ = [
     "DEFAULT_REMAT_POLICY", "DenseNet", "EfficientNetLite", "MEMORY_MODES", "MODEL_NAMES",
     "REMAT_POLICIES", "ResNet", "config_kwargs", "create_model", "from_config",
-    "frozen_mask", "init_variables", "param_stage", "densenet_bc", "efficientnet_lite_variant", "imagenet_densenet",
-    "resnet18",
+    "frozen_mask", "init_variables", "param_stage", "densenet_bc", "efficientnet_lite_variant",
+    "imagenet_densenet", "resnet18",
 ]
