@@ -182,7 +182,7 @@ class Trainer:
             loaded = initial_weights(self.model, m.pretrained, jax.device_get(variables),
                                      rng=rng, input_shape=(1, *self.image_shape),
                                      cache_dir=m.weights_dir or None)
-            variables = jax.device_put(loaded, shardings)
+            variables = jax.device_put(loaded, self.replicated)
         return variables
 
     def optimizers(self, stage: Stage, params: Any, steps_per_epoch: int):

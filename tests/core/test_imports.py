@@ -88,3 +88,13 @@ def test_inference_imports_no_trainer_at_run_time():
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_no_undefined_names_or_unused_imports():
+    """pyflakes' rules (ruff F): a NameError in a rarely taken branch fails here, at once,
+    not in the one slow test that happens to reach it."""
+    found = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--select", "F", "--output-format",
+         "concise", "--no-cache", "tlc_jax", "tests", "configs", "launch"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert found.returncode == 0, found.stdout + found.stderr

@@ -32,7 +32,7 @@ from tlc_jax.experiments.aggregate import (METRICS, SELECTION, TAIL_CLASSES, Gro
                                            per_class_stats)
 from tlc_jax.experiments.grid import BASELINE_METHOD, Grid, flag_value
 from tlc_jax.experiments.plots import write_plots
-from tlc_jax.experiments.runs import read_json, split_digest
+from tlc_jax.experiments.runs import split_digest
 from tlc_jax.fileio import atomic_file
 
 LOSS_HEADINGS = {"ce": "CE", "focal": "Focal", "cot": "COT"}
