@@ -116,6 +116,10 @@ def base_config() -> ml_collections.ConfigDict:
     #   logits - tau * log(training prior) at evaluation; 0 = off (their tau: 1).
     c.eval.tau_norm = 0.0  # tau-normalised classifier (Kang et al. 2020): w_k / |w_k|^tau
     #   at evaluation; 0 = off.
+    c.eval.tau_candidates = ()  # Non-empty: the tau of the correction turned on above
+    #   (tau_norm or logit_adjust_tau, exactly one) is chosen from these by contrast-set
+    #   balanced accuracy (Kang et al. tune tau on held-out data), e.g. "(0.,0.25,0.5,1.)";
+    #   the choice and every candidate's score go into report.json.
 
     c.decoupled = ml_collections.ConfigDict()
     c.decoupled.enabled = False  # cRT (Kang et al. 2020): after fine-tuning, re-train a
@@ -274,6 +278,15 @@ def _validate_methods(c: ml_collections.ConfigDict) -> None:
             f"which assumes cosine logits in [-1, 1]; with the linear head it diverges. "
             f"Set --config.model.head=cosine (Cao et al.'s classifier) or "
             f"--config.train.ldam_scale=1 for raw logits.")
+    if c.eval.tau_candidates:
+        if bool(c.eval.tau_norm) == bool(c.eval.logit_adjust_tau):
+            raise ValueError(
+                "config.eval.tau_candidates chooses the tau of one post-hoc correction: "
+                "turn on exactly one of eval.tau_norm and eval.logit_adjust_tau (any "
+                "value > 0; the chosen candidate replaces it).")
+        if any(not isinstance(t, (int, float)) or t < 0 for t in c.eval.tau_candidates):
+            raise ValueError(f"config.eval.tau_candidates must be numbers >= 0, e.g. "
+                             f"'(0.,0.5,1.)'; got {c.eval.tau_candidates!r}.")
     if c.model.head == "cosine" and (c.eval.logit_adjust_tau or c.eval.tau_norm):
         raise ValueError(
             "config.eval.logit_adjust_tau and eval.tau_norm correct a linear classifier "

@@ -302,22 +302,45 @@ class Trainer:
         n, i = jax.process_count(), jax.process_index()
         return slice(i * size // n, (i + 1) * size // n)
 
-    def posthoc(self, variables: dict) -> dict:
+    def posthoc(self, variables: dict, tau_norm: float | None = None,
+                logit_adjust_tau: float | None = None) -> dict:
         """`variables` as evaluated: the classifier tau-normalised (Kang et al. 2020)
         and its bias shifted by -tau * log(training prior) (post-hoc logit adjustment,
-        Menon et al. 2021), each when the config turns it on."""
+        Menon et al. 2021), each when on (tau > 0; the config's taus unless given)."""
         e = self.config.eval
-        if not (e.tau_norm or e.logit_adjust_tau):
+        tau_norm = e.tau_norm if tau_norm is None else tau_norm
+        la_tau = e.logit_adjust_tau if logit_adjust_tau is None else logit_adjust_tau
+        if not (tau_norm or la_tau):
             return variables
         head = head_name(variables)
         params = dict(variables["params"][head])
-        if e.tau_norm:
-            params["kernel"] = losses.tau_normalized_kernel(params["kernel"], e.tau_norm)
-        if e.logit_adjust_tau:
+        if tau_norm:
+            params["kernel"] = losses.tau_normalized_kernel(params["kernel"], tau_norm)
+        if la_tau:
             prior = jnp.asarray(self.train_counts / self.train_counts.sum(), jnp.float32)
             params["bias"] = losses.posthoc_logit_adjustment(  # One row of logits.
-                params["bias"][None], prior, e.logit_adjust_tau)[0]
+                params["bias"][None], prior, la_tau)[0]
         return {**variables, "params": {**variables["params"], head: params}}
+
+    def choose_tau(self, variables: dict) -> tuple[dict, dict | None]:
+        """With eval.tau_candidates: (`variables` corrected with the candidate tau of
+        the best contrast-set balanced accuracy - the smallest on a tie - and a record
+        of the choice); else (`posthoc(variables)`, None). The test set is not read."""
+        e = self.config.eval
+        if not e.tau_candidates:
+            return self.posthoc(variables), None
+        field = "tau_norm" if e.tau_norm else "logit_adjust_tau"
+        scores = [metrics.classification_report(self.confusion(
+            self.posthoc(variables, **{field: float(tau)}), self.data.contrast)
+        )["balanced_accuracy"] for tau in e.tau_candidates]
+        chosen = float(e.tau_candidates[int(np.argmax(scores))])
+        logging.info("eval.%s = %g chosen on the contrast set (balanced accuracy %s for "
+                     "%s)", field, chosen, np.round(scores, 4).tolist(),
+                     list(e.tau_candidates))
+        return self.posthoc(variables, **{field: chosen}), {
+            "field": f"eval.{field}", "chosen": chosen,
+            "candidates": [float(t) for t in e.tau_candidates],
+            "contrast_balanced_accuracy": [float(x) for x in scores]}
 
     def contrast_confusion(self, state, stage: Stage, step: int) -> np.ndarray:
         """The contrast set's confusion matrix, computed once per (stage, step)."""
@@ -638,7 +661,7 @@ class Trainer:
         """Metrics of `variables` (after the configured post-hoc corrections) on the
         test and contrast sets, with the run's history; report.json, summary.md and
         plots written by process 0."""
-        evaluated = self.posthoc(variables)
+        evaluated, tau_choice = self.choose_tau(variables)
         test = self.metrics_on(evaluated)
         distributed.assert_same("the test-set confusion matrix",
                                 test["confusion_matrix"])
@@ -653,6 +676,8 @@ class Trainer:
             "config": self.config.to_dict(),
             **extra,
         }
+        if tau_choice is not None:
+            report["tau_choice"] = tau_choice
         if evaluated is not variables:  # Post-hoc corrections on: the plain model too.
             report["test_without_posthoc"] = self.metrics_on(variables)
         if self.writer.enabled:  # Process 0 writes the files.

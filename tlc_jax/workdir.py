@@ -36,7 +36,7 @@ RESUMABLE_FIELDS = {"data.root", "data.download", "data.cache_dir", "model.weigh
 # corrections), never its training: a finished run of a config that differs from this
 # one only in these is evaluated as this config's run without training again
 # (`tlc_jax.train.evaluate_trained`, `tlc_jax.main --evaluate_from`).
-EVALUATION_FIELDS = {"eval.logit_adjust_tau", "eval.tau_norm"}
+EVALUATION_FIELDS = {"eval.logit_adjust_tau", "eval.tau_norm", "eval.tau_candidates"}
 RUN_OUTPUTS = (CHECKPOINT_DIR, "tensorboard", "plots", SPLIT_FILE, "metrics.jsonl",
                "report.json", "summary.md", CONFIG_FILE, MODEL_FILE)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -18,15 +19,29 @@ import numpy as np
 from absl import logging
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch: tensorboardX imports
+    torch when it is installed (3 s of every run's start-up, for torch tensors this
+    package never passes it); torch is hidden for that one import only."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # An ImportError for tensorboardX's optional import.
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricWriter:
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
         self.enabled = jax.process_index() == 0
         self._tb = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+            self._tb = summary_writer_class()(str(self.workdir / "tensorboard"))
 
     def write(self, step: int, prefix: str, metrics: Mapping[str, Any]) -> None:
         """Scalars to TensorBoard as prefix/name, every metric to metrics.jsonl."""

@@ -70,6 +70,11 @@ def test_stages_carry_drs_drw_and_crt():
     ({"model.head": "cosine", "eval.tau_norm": 1.0}, "the cosine head has no bias"),
     ({"model.head": "cosine", "eval.logit_adjust_tau": 1.0}, "the cosine head has no bias"),
     ({"model.head": "normed"}, "config.model.head='normed' is not one of: linear, cosine"),
+    ({"eval.tau_candidates": (0.5, 1.0)}, "turn on exactly one of eval.tau_norm"),
+    ({"eval.tau_candidates": (0.5,), "eval.tau_norm": 1.0, "eval.logit_adjust_tau": 1.0},
+     "turn on exactly one of eval.tau_norm"),
+    ({"eval.tau_candidates": (0.5, -1.0), "eval.tau_norm": 1.0},
+     "tau_candidates must be numbers >= 0"),
 ])
 def test_meaningless_combinations_fail_at_validation(overrides, message, tmp_path):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -218,6 +223,40 @@ def test_a_trained_run_is_evaluated_under_other_posthoc_corrections(baseline_run
         train.evaluate_trained(other, tmp_path / "other", workdir)
     with pytest.raises(FileNotFoundError, match="no finished run there"):
         train.evaluate_trained(plain, tmp_path / "again", tmp_path / "nothing")
+
+
+def test_tau_is_chosen_on_the_contrast_set_by_balanced_accuracy(baseline_run, tmp_path):
+    """eval.tau_candidates: every candidate's contrast-set balanced accuracy (checked
+    against scikit-learn on logits computed here in float64), the best one (the first
+    on a tie) chosen, and the test metrics those of the chosen tau."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    trainer, _, workdir = baseline_run
+    variables = trainer.finals["crt"]
+    candidates = (0.0, 0.5, 1.0, 2.0)
+    config = trainer.config.copy_and_resolve_references()
+    with config.unlocked():
+        config.eval.tau_norm, config.eval.logit_adjust_tau = 1.0, 0.0
+        config.eval.tau_candidates = candidates
+    head = variables["params"]["classifier"]
+    kernel = np.asarray(head["kernel"], np.float64)
+
+    def predictions(split, tau):
+        images = getattr(trainer.data, split).images
+        _, features = trainer.model.apply(variables, (images / 255.0 - 0.5) / 0.25,
+                                          return_features=True)
+        k = kernel / np.linalg.norm(kernel, axis=0, keepdims=True) ** tau
+        return (np.asarray(features, np.float64) @ k + np.asarray(head["bias"])).argmax(-1)
+
+    labels = trainer.data.contrast.labels
+    want = [balanced_accuracy_score(labels, predictions("contrast", t)) for t in candidates]
+    got = train.evaluate_trained(config, tmp_path / "tuned", workdir)
+    choice = got["tau_choice"]
+    assert choice["field"] == "eval.tau_norm" and choice["candidates"] == list(candidates)
+    np.testing.assert_allclose(choice["contrast_balanced_accuracy"], want, atol=1e-12)
+    assert choice["chosen"] == candidates[int(np.argmax(want))]
+    np.testing.assert_array_equal(got["test"]["confusion_matrix"], confusion_matrix(
+        trainer.data.test.labels, predictions("test", choice["chosen"]), 10))
 
 
 def test_active_sampling_variants_reach_the_quota_rule(tmp_path, monkeypatch):

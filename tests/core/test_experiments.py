@@ -551,7 +551,7 @@ def test_evaluation_sources_pair_methods_that_differ_only_in_posthoc_corrections
     assert grid.source(cell).id == "ratio=10/instance/seed2"
     assert grid.config(grid.source(cell)).to_dict() == {
         **grid.config(cell).to_dict(), "eval": {**grid.config(cell).eval.to_dict(),
-                                                "tau_norm": 0.0}}
+                                                "tau_norm": 0.0, "tau_candidates": ()}}
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ functions), so a rule cannot be dodged by a late import.
 """
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,25 @@ def test_inference_imports_no_trainer_at_run_time():
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_a_training_run_starts_without_torch_or_scikit_learn(tmp_path):
+    """The trainer's start-up: its metric writer (tensorboardX, which imports torch when
+    it can) and the embedded digits (shipped inside scikit-learn) load neither package:
+    5 s of every run's start-up. torch still imports afterwards."""
+    code = ("import sys, tlc_jax.main, tlc_jax.train\n"
+            "from tlc_jax.writers import MetricWriter\n"
+            "from tlc_jax.data import load_dataset\n"
+            f"w = MetricWriter({str(tmp_path)!r}); w.write(0, 'x', {{'a': 1.0}}); w.close()\n"
+            "load_dataset('digits')\n"
+            "print([m for m in ('torch', 'sklearn') if m in sys.modules])\n"
+            "import importlib.util\n"
+            "if importlib.util.find_spec('torch'): import torch; torch.zeros(1)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    assert len(list((tmp_path / "tensorboard").iterdir())) == 1
 
 
 def test_no_undefined_names_or_unused_imports():

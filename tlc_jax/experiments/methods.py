@@ -12,6 +12,7 @@ differs. Keys are run names; values are `--config.<field>=<value>` overrides.
 from __future__ import annotations
 
 INSTANCE = {"sampling.composition": "instance"}
+TAUS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # tau-norm's candidates.
 
 
 def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
@@ -61,7 +62,8 @@ def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
         "balanced-softmax": {**INSTANCE, "train.loss": "balanced_softmax"},
         # Decoupled classifier corrections.
         "crt": {**INSTANCE, "decoupled.enabled": True, "decoupled.epochs": crt_epochs},
-        "tau-norm": {**INSTANCE, "eval.tau_norm": 1.0},
+        # tau chosen on the contrast set, as Kang et al. choose it on validation data.
+        "tau-norm": {**INSTANCE, "eval.tau_norm": 1.0, "eval.tau_candidates": TAUS},
     }
 
 

@@ -17,6 +17,16 @@ def test_digits_default():
     assert ds.class_names == tuple("0123456789")
 
 
+def test_digits_fall_back_to_scikit_learns_loader(monkeypatch):
+    """Where scikit-learn's digits.csv.gz is not found, its own loader gives the same."""
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    ds = load_digits()
+    np.testing.assert_array_equal(ds.images[..., 0], np.rint(sklearn_digits().images * 255 / 16))
+    np.testing.assert_array_equal(ds.labels, sklearn_digits().target)
+
+
 def test_digits_upsampled_rgb():
     small = load_digits()
     big = load_dataset("digits", image_size=32, channels=3)
