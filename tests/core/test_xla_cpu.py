@@ -57,8 +57,11 @@ from tlc_jax import xla_cpu
 if sys.argv[1] == "tuned":
     xla_cpu.configure(cpuinfo=sys.argv[2])
 import jax, jax.numpy as jnp, numpy as np
-x = jax.random.normal(jax.random.key(0), (4, 12, 12, 8))
-w = jax.random.normal(jax.random.key(1), (3, 3, 8, 6))
+# numpy's random numbers: jax.random's threefry takes ~4 s per shape to compile at
+# XLA's default optimisation level, which this probe keeps.
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.normal(size=(4, 12, 12, 8)), jnp.float32)
+w = jnp.asarray(rng.normal(size=(3, 3, 8, 6)), jnp.float32)
 def loss(w):
     y = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -44,9 +44,10 @@ def run_row(spec: dict[str, Any], timeout: int, env_extra: dict[str, str] | None
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this (fresh) process."""
-    from tlc_jax.benchmarks.jax_measure import jax_model, jax_train_step
     from tlc_jax.benchmarks.result_rows import num_classes
     kind = spec["kind"]
+    if kind.startswith("jax_"):  # JAX only where measured: a PyTorch row skips its import.
+        from tlc_jax.benchmarks.jax_measure import jax_model, jax_train_step
     if kind == "jax_peak":
         from tlc_jax.memory import compiled_memory, disable_xla_remat, peak_bytes_in_use
         net = jax_model(spec["model"], spec["depth"], spec["mode"], spec["policy"])

@@ -23,11 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 from tlc_jax import metrics
-from tlc_jax.data.prepare import prepare
 from tlc_jax.experiments.grid import BASELINE_METHOD, Cell, Grid, config_differences
 from tlc_jax.experiments.runs import REPORT_FILE
 from tlc_jax.fileio import write_json_atomic
@@ -64,6 +61,8 @@ def compare(recorded: Mapping, expected: Mapping) -> list[str]:
 
 def fit_and_report(grid: Grid, cell: Cell, folder: Path) -> dict:
     """Builds the split in `folder`, fits, evaluates, writes folder/report.json."""
+    from tlc_jax.data.prepare import prepare  # Imported here: the runner starts faster.
+
     config = grid.config(cell)
     splits = prepare(config.data, config.seed, folder)
     t0 = time.time()
@@ -92,8 +91,11 @@ def features(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, np.float32).reshape(len(images), -1) / 255.0
 
 
-def fit(images: np.ndarray, labels: np.ndarray) -> tuple[LogisticRegression, bool]:
-    """The fitted model, and whether lbfgs converged within MAX_ITER."""
+def fit(images: np.ndarray, labels: np.ndarray) -> tuple[Any, bool]:
+    """The fitted LogisticRegression, and whether lbfgs converged within MAX_ITER."""
+    from sklearn.exceptions import ConvergenceWarning  # 1.6 s: only when fitting.
+    from sklearn.linear_model import LogisticRegression
+
     model = LogisticRegression(class_weight="balanced", max_iter=MAX_ITER)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
