@@ -324,7 +324,7 @@ class Trainer:
 
     def choose_tau(self, variables: dict) -> tuple[dict, dict | None]:
         """With eval.tau_candidates: (`variables` corrected with the candidate tau of
-        the best contrast-set balanced accuracy - the smallest on a tie - and a record
+        the best contrast-set balanced accuracy - the first listed on a tie - and a record
         of the choice); else (`posthoc(variables)`, None). The test set is not read."""
         e = self.config.eval
         if not e.tau_candidates:
