@@ -350,3 +350,37 @@ def test_init_variables_is_model_init_compiled_once():
         assert a.sharding == replicated and a.dtype == b.dtype == jnp.float32
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert any(float(jnp.abs(leaf).max()) > 0.1 for leaf in jax.tree.leaves(got))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 6), (3, 7, 9, 4)])
+def test_transition_pools_before_its_convolution_with_the_same_result(shape):
+    """densenet.Transition pools, then convolves: the same values and gradients as
+    torchvision's order (1x1 convolution, then 2x2 average pool), written here with
+    nn.Conv and nn.avg_pool on the same variables, odd sizes (pool floors) included."""
+    import flax.linen as nn
+
+    from tlc_jax.models.densenet import Transition
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    module = Transition(features=5, train=True, dtype=jnp.float32)
+    variables = module.init(jax.random.key(1), x)
+
+    def ours(params, x):
+        return module.apply({**variables, "params": params}, x, mutable=["batch_stats"])[0]
+
+    def torchvision_order(params, x):
+        y, _ = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5).apply(
+            {"params": params["norm"], "batch_stats": variables["batch_stats"]["norm"]}, x,
+            mutable=["batch_stats"])
+        y = nn.Conv(5, (1, 1), use_bias=False).apply(
+            {"params": params["conv"]}, jax.nn.relu(y))
+        return nn.avg_pool(y, (2, 2), strides=(2, 2))
+
+    np.testing.assert_allclose(ours(variables["params"], x),
+                               torchvision_order(variables["params"], x),
+                               rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))  # noqa: E731
+    got = jax.grad(loss(ours), argnums=(0, 1))(variables["params"], x)
+    want = jax.grad(loss(torchvision_order), argnums=(0, 1))(variables["params"], x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -72,7 +72,11 @@ class DenseBlock(nn.Module):
 
 
 class Transition(nn.Module):
-    """BN -> ReLU -> 1x1 conv (compression) -> 2x2 average pool."""
+    """BN -> ReLU -> 1x1 conv (compression) -> 2x2 average pool, computed as
+    BN -> ReLU -> pool -> conv: both are linear maps without bias that act on different
+    axes (pixels / channels), so they commute and the result is the same up to float
+    rounding, while the matrix product runs on a quarter of the pixels (4x fewer
+    multiply-adds forward and backward; docs/BENCHMARKS.md, "CPU speed")."""
 
     features: int
     train: bool
@@ -83,8 +87,8 @@ class Transition(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = layers.bn_relu(train=self.train, dtype=self.dtype, fused=self.fused,
                            name="norm")(x)
-        x = layers.conv(self.features, 1, dtype=self.dtype, name="conv")(x)
-        return layers.avg_pool_2x2(x)
+        return layers.conv(self.features, 1, dtype=self.dtype,
+                           name="conv")(layers.avg_pool_2x2(x))
 
 
 class DenseNet(nn.Module):

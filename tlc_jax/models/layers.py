@@ -277,7 +277,10 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-avg_pool_2x2 = functools.partial(nn.avg_pool, window_shape=(2, 2), strides=(2, 2))
+def avg_pool_2x2(x: jax.Array) -> jax.Array:
+    """PyTorch's AvgPool2d(2, stride=2), summed in float32 whatever x's dtype (a
+    bfloat16 sum of four values rounds visibly); returns x's dtype."""
+    return nn.avg_pool(x.astype(jnp.float32), (2, 2), strides=(2, 2)).astype(x.dtype)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
