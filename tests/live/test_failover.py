@@ -130,7 +130,15 @@ def test_analyzer_processes_classify_each_stored_frame_once(db_url, tmp_path, ca
         stop_runtime, stop_analyzers = asyncio.Event(), asyncio.Event()
         tasks = [asyncio.create_task(runtime.run(stop_runtime))]
         tasks += [asyncio.create_task(a.run(stop_analyzers)) for a in analyzers]
-        await asyncio.sleep(4)
+        # Until the run-time has stored 8 frames (a deadline, not a fixed sleep: on a
+        # loaded machine the analyzers' first compilation holds this event loop for
+        # seconds, and a fixed 4 s once saw no frame stored at all).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            with database.session() as session:
+                if session.scalar(sa.select(sa.func.count(DB.FrameRow.id))) >= 8:
+                    break
         stop_runtime.set()
         await tasks[0]
         for _ in range(100):  # Until the analyzers have caught up.
