@@ -112,3 +112,52 @@ def test_devices_added_and_removed_while_running():
     assert first.calls == calls_at_removal  # No polling after removal.
     assert second.calls >= 5
     assert "first" not in runtime.status
+
+
+def test_a_device_restarted_by_the_lister_polls_afresh_from_its_initial_hash():
+    """A device whose lease was lost and taken back between two refreshes (another
+    process polled it meanwhile) is listed again as if new: its polling state and hash
+    start over from `initial_hash` (the hash of its newest stored frame), instead of
+    comparing with the last picture this process saw before losing it."""
+    import time
+
+    camera = Fake("cam", "unchanged")  # Always the same picture.
+    initial = {"cam": ""}
+    restart = set()
+
+    def take_restarts():
+        names = set(restart)
+        restart.clear()
+        return names
+
+    async def until(condition):
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "condition not reached in 30 s"
+            await asyncio.sleep(0.01)
+
+    async def main():
+        queue = LatestFrameQueue(100)
+        runtime = Runtime(lambda: {"cam": (camera, 0.01)}, queue, refresh_s=0.02,
+                          initial_hash=lambda n: initial[n], restarted=take_restarts)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.run(None, stop))
+        await until(lambda: runtime.counters["unchanged"] >= 3)
+        assert runtime.counters["frames"] == 1  # Listed every refresh, polled once.
+        status = runtime.status["cam"]
+        initial["cam"] = "the other holder's last picture"
+        restart.add("cam")
+        await until(lambda: runtime.counters["frames"] == 2)  # Compared afresh.
+        assert runtime.status["cam"] is not status
+        initial["cam"] = frame("cam", 0).sha256  # Same picture as the stored one.
+        restart.add("cam")
+        await until(lambda: not restart and runtime.status["cam"].last_hash
+                    == initial["cam"])
+        unchanged = runtime.counters["unchanged"]
+        await until(lambda: runtime.counters["unchanged"] >= unchanged + 3)
+        stop.set()
+        await task
+        return runtime, queue
+
+    runtime, queue = asyncio.run(main())
+    assert runtime.counters["frames"] == 2 and len(queue) == 2

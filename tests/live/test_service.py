@@ -323,3 +323,71 @@ def test_a_refresh_that_failed_after_taking_a_lease_still_starts_from_the_last_h
     assert list(second._list_devices()) == ["cam"]
     assert second.runtime.initial_hash("cam") == stored[1].sha256
     database.dispose()
+
+
+def test_frames_queued_before_a_handover_never_break_the_stored_sequence(db_url, tmp_path):
+    """Seen under load in the failover test: a process whose lease expired and was
+    taken back later still had frames in hand from before; stored after the other
+    holder's, one repeated its last picture. The store keeps each device's frames in
+    capture order with no picture twice in a row, checked under the lease lock, and a
+    device polled before and leased again restarts its polling from the stored hash."""
+    from tlc_jax.live.devices import Frame, make_frame
+
+    from live_helpers import FRAMES
+
+    database = DB.open_database(db_url)
+    register(database, [{"name": "cam", "kind": "http_snapshot",
+                         "url": "http://cam.example/x.jpg"}])
+    store = FrameStore(tmp_path / "frames")
+    first = LiveService(database, store, None, ServiceConfig(**FAST, lease_s=30.0))
+    second = LiveService(database, store, None, ServiceConfig(**FAST, lease_s=30.0))
+    a, b, c = (make_frame("cam", data, 10**6) for data in FRAMES)
+
+    def at(frame, t):
+        return Frame(frame.device, t, frame.data, frame.sha256, frame.width, frame.height)
+
+    assert list(first._list_devices()) == ["cam"]
+    assert [f.sha256 for _, f in first.store_frames([at(a, 100.0)])] == [a.sha256]
+    # The first holder's lease runs out (a stalled process); the second takes over.
+    with database.transaction() as session:
+        session.execute(sa.update(DB.DeviceLeaseRow).values(expires_at=0.0))
+    assert list(second._list_devices()) == ["cam"]
+    assert second.runtime.initial_hash("cam") == a.sha256
+    assert len(second.store_frames([at(b, 102.0)])) == 1
+    second.leases.release_all()
+    # The first takes it back: its polling must restart, and what it had in hand from
+    # before (older than the stored frames, or the second's last picture again) is
+    # refused, while a new picture is stored.
+    assert list(first._list_devices()) == ["cam"]
+    assert first._take_restarts() == {"cam"} and first._take_restarts() == set()
+    assert first.runtime.initial_hash("cam") == b.sha256
+    stored = first.store_frames([at(c, 101.0), at(b, 103.0), at(c, 104.0),
+                                 at(c, 105.0), at(a, 106.0)])
+    assert [(f.captured_at, f.sha256) for _, f in stored] == [(104.0, c.sha256),
+                                                              (106.0, a.sha256)]
+    assert first.counters["dropped:older_than_stored"] == 1
+    assert first.counters["dropped:unchanged_at_store"] == 2
+    with database.session() as session:
+        rows = session.execute(sa.select(DB.FrameRow.captured_at, DB.FrameRow.sha256,
+                                         DB.FrameRow.path)
+                               .order_by(DB.FrameRow.captured_at)).all()
+    assert [(t, h) for t, h, _ in rows] == [(100.0, a.sha256), (102.0, b.sha256),
+                                            (104.0, c.sha256), (106.0, a.sha256)]
+    assert {p for _, _, p in rows} == {f.path for f in store.files()}  # No orphans.
+    database.dispose()
+
+
+def test_follows_last_keeps_capture_order_and_drops_repeats():
+    from types import SimpleNamespace as F
+
+    from tlc_jax.live.leases import follows_last
+
+    frames = [F(captured_at=5.0, sha256="x", dev=1), F(captured_at=3.0, sha256="y", dev=1),
+              F(captured_at=4.0, sha256="y", dev=1), F(captured_at=1.0, sha256="z", dev=2),
+              F(captured_at=2.0, sha256="q", dev=1), F(captured_at=6.0, sha256="x", dev=1)]
+    last = {1: (2.0, "x")}
+    kept, older, unchanged = follows_last(frames, lambda f: f.dev, last)
+    # Device 1 in capture order: 2.0 not newer, 3.0 y new, 4.0 y repeat, 5.0 x new,
+    # 6.0 x repeat; device 2 has nothing stored: its frame is new.
+    assert kept == [3, 1, 0] and (older, unchanged) == (1, 2)
+    assert last == {1: (5.0, "x"), 2: (1.0, "z")}

@@ -10,9 +10,12 @@ classify disjoint sets of frames. Nothing coordinates them but the database:
   run-time processes), from devices whose lease is absent or expired, and gives back
   what exceeds it, so a new process gets devices and a crashed one's devices move to
   the others within one lease period;
-- frames are stored only for devices whose lease the writer still holds, checked in the
-  insert's transaction, and a newly leased device starts from the hash of its last
-  stored frame, so a handover neither duplicates nor skips a frame;
+- frames are stored only for devices whose lease the writer still holds, checked (and
+  locked) in the insert's transaction, and only if newer than the device's newest
+  stored frame and a different picture from it (read under that lock): whatever a
+  process still had queued from before a handover, a device's stored frames stay in
+  capture order with no picture stored twice in a row; a newly leased device starts
+  polling from the hash of its last stored frame, so a handover skips no frame;
 - an analyzer process *claims* unclassified frames (`frame_claims`), newest first, and
   predictions are inserted "if absent" (one per frame and model version), so no frame
   is classified twice even when a claim expires mid-batch.
@@ -251,17 +254,45 @@ def fleet_health(session: orm.Session, stale_s: float = 60.0) -> dict | None:
     }
 
 
-def last_hashes(session: orm.Session, device_ids: Sequence[int]) -> dict[int, str]:
-    """The SHA-256 of each device's newest stored frame."""
+def last_frames(session: orm.Session,
+                device_ids: Sequence[int]) -> dict[int, tuple[float, str]]:
+    """(captured_at, SHA-256) of each device's newest stored frame."""
     if not device_ids:
         return {}
     newest = (sa.select(FrameRow.device_id, sa.func.max(FrameRow.captured_at).label("t"))
               .where(FrameRow.device_id.in_(device_ids)).group_by(FrameRow.device_id)
               .subquery())
-    rows = session.execute(sa.select(FrameRow.device_id, FrameRow.sha256).join(
+    rows = session.execute(sa.select(FrameRow.device_id, FrameRow.captured_at,
+                                     FrameRow.sha256).join(
         newest, sa.and_(FrameRow.device_id == newest.c.device_id,
                         FrameRow.captured_at == newest.c.t)))
-    return dict(rows.all())
+    return {i: (t, sha) for i, t, sha in rows.all()}
+
+
+def last_hashes(session: orm.Session, device_ids: Sequence[int]) -> dict[int, str]:
+    """The SHA-256 of each device's newest stored frame."""
+    return {i: sha for i, (_, sha) in last_frames(session, device_ids).items()}
+
+
+def follows_last(frames: Sequence, device_of, last: dict[int, tuple[float, str]]
+                 ) -> tuple[list[int], int, int]:
+    """Which of `frames` (objects with captured_at and sha256) extend each device's
+    stored sequence: newer than the device's newest stored frame (`last`: device ->
+    (captured_at, sha256)) and a different picture from the frame before it. Returns
+    (indices kept, in capture order; count older; count unchanged). `last` is updated
+    in place with the kept frames."""
+    kept, older, unchanged = [], 0, 0
+    for i in sorted(range(len(frames)), key=lambda i: frames[i].captured_at):
+        f, device = frames[i], device_of(frames[i])
+        t, sha = last.get(device, (-math.inf, ""))
+        if f.captured_at <= t:
+            older += 1
+        elif f.sha256 == sha:
+            unchanged += 1
+        else:
+            kept.append(i)
+            last[device] = (f.captured_at, f.sha256)
+    return kept, older, unchanged
 
 
 class FrameClaims:

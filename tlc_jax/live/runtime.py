@@ -91,11 +91,16 @@ class Runtime:
                  queue: LatestFrameQueue, *, max_concurrency: int = 64,
                  timeout_s: float = 10.0, refresh_s: float = 5.0, backoff_base_s: float = 1.0,
                  fail_after: int = 5, retry_failing_s: float = 600.0, seed: int = 0,
-                 initial_hash: Callable[[str], str] | None = None):
+                 initial_hash: Callable[[str], str] | None = None,
+                 restarted: Callable[[], Iterable[str]] | None = None):
         self.list_devices = list_devices
         # The hash of a device's last stored frame, when it starts being polled (a
         # device taken over from another process: its next frame is compared with it).
         self.initial_hash = initial_hash or (lambda name: "")
+        # Called after each list_devices: listed devices whose polling must start
+        # afresh (state and hash) although they were listed before: a lease lost and
+        # taken back between two refreshes, while another process polled the device.
+        self.restarted = restarted or (lambda: ())
         self.queue = queue
         self.timeout_s, self.refresh_s = timeout_s, refresh_s
         self.backoff = dict(base_s=backoff_base_s, fail_after=fail_after,
@@ -123,7 +128,7 @@ class Runtime:
                                     "the current %d devices.", type(e).__name__, e,
                                     len(self._tasks))
                 else:
-                    self._sync(wanted, clients)
+                    self._sync(wanted, clients, set(self.restarted()))
                 try:
                     await asyncio.wait_for(stop.wait(), self.refresh_s)
                 except asyncio.TimeoutError:
@@ -137,12 +142,14 @@ class Runtime:
     def failing(self) -> list[str]:
         return sorted(name for name, s in self.status.items() if s.failing)
 
-    def _sync(self, wanted: dict[str, tuple[Device, float]], clients) -> None:
+    def _sync(self, wanted: dict[str, tuple[Device, float]], clients,
+              restart: set[str] = frozenset()) -> None:
         gone = [n for n in self._tasks if n not in wanted]
         edited = [n for n, (_, dev, interval) in self._tasks.items()
-                  if n in wanted and wanted[n] != (dev, interval)]
-        self._cancel(gone + edited)
-        for name in gone:
+                  if n in wanted and wanted[n] != (dev, interval) and n not in restart]
+        restarted = [n for n in self._tasks if n in wanted and n in restart]
+        self._cancel(gone + edited + restarted)
+        for name in gone + restarted:
             self.status.pop(name, None)
         for name, (device, interval) in wanted.items():
             if name not in self._tasks:

@@ -132,6 +132,8 @@ class LiveService:
                                    max_age_s=config.classify_max_age_s)
                        if config.role == "analyzer" else None)
         self._initial_hashes: dict[str, str] = {}
+        self._restarts: set[str] = set()  # Re-leased while polled: poll afresh.
+        self._acquired: set[int] = set()  # Leases taken since the last full refresh.
         self.worker_id = (self.leases or self.claims).owner
         self.health_path = Path(health_path) if health_path else None
         self.ingest: LatestFrameQueue[Frame] = LatestFrameQueue(config.ingest_queue)
@@ -142,7 +144,8 @@ class LiveService:
                                timeout_s=config.timeout_s, refresh_s=config.refresh_s,
                                fail_after=config.fail_after,
                                retry_failing_s=config.retry_failing_s, seed=seed,
-                               initial_hash=lambda n: self._initial_hashes.pop(n, ""))
+                               initial_hash=lambda n: self._initial_hashes.pop(n, ""),
+                               restarted=self._take_restarts)
         self.counters: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(
             maxlen=config.latency_window)
@@ -317,20 +320,31 @@ class LiveService:
         its newest stored frame, so a picture the previous holder stored is not stored
         again."""
         lease = self.leases.renew()
+        # Kept until a refresh succeeds: a refresh may fail after taking leases.
+        self._acquired |= lease.acquired
         with self.db.session() as session:
             rows = session.scalars(sa.select(DeviceRow).where(
                 DeviceRow.id.in_(lease.held), DeviceRow.active)).all()
             devices = registry.runtime_devices_of(rows, self.policy)
             names = {r.id: r.name for r in rows}
             starting = (set(names) - set(self._device_ids.values())) | (
-                lease.acquired & set(names))
+                self._acquired & set(names))
             if starting:
                 hashes = leases.last_hashes(session, sorted(starting))
-                self._initial_hashes.update({names[i]: h for i, h in hashes.items()})
+                self._initial_hashes.update({names[i]: hashes.get(i, "")
+                                             for i in starting})
+        # Polled before and taken again (the lease had expired, another process may
+        # have polled the device since): its polling restarts from the stored hash.
+        self._restarts |= {names[i] for i in starting if i in self._device_ids.values()}
+        self._acquired = set()
         self._device_ids = {name: i for i, name in names.items()}
         self.counters["leases_acquired"] += len(lease.acquired)
         self.counters["leases_released"] += len(lease.released)
         return devices
+
+    def _take_restarts(self) -> set[str]:
+        restarts, self._restarts = self._restarts, set()
+        return restarts
 
     def _register_model(self) -> int:
         a = self.analyzer
@@ -345,8 +359,10 @@ class LiveService:
 
     def store_frames(self, frames: list[Frame]) -> list[tuple[int, Frame]]:
         """Files first, then their rows in one transaction, for the devices whose lease
-        this process still holds (checked and locked in that transaction); files of
-        refused frames or of a failed transaction are deleted again."""
+        this process still holds (checked and locked in that transaction), and of those
+        only the frames that extend the device's stored sequence (`follows_last`: newer
+        than its newest stored frame, another picture); files of refused frames or of a
+        failed transaction are deleted again."""
         ids_by_name = self._device_ids
         known = [f for f in frames if f.device in ids_by_name]
         self.counters["dropped:device_removed"] += len(frames) - len(known)
@@ -356,8 +372,14 @@ class LiveService:
             with self.db.transaction() as session:
                 held = self.leases.still_held(session, {ids_by_name[f.device]
                                                         for f in known})
-                kept = [(f, p) for f, p in zip(known, paths)
+                ours = [(f, p) for f, p in zip(known, paths)
                         if ids_by_name[f.device] in held]
+                # Under the lease lock no other process stores these devices' frames:
+                # the newest stored frame read here stays the newest until commit.
+                order, older, unchanged = leases.follows_last(
+                    [f for f, _ in ours], lambda f: ids_by_name[f.device],
+                    leases.last_frames(session, sorted(held)))
+                kept = [ours[i] for i in order]
                 rows = [dict(device_id=ids_by_name[f.device], captured_at=f.captured_at,
                              path=p, sha256=f.sha256, size=len(f.data), width=f.width,
                              height=f.height) for f, p in kept]
@@ -367,10 +389,13 @@ class LiveService:
             for p in paths:
                 self.store.delete(p)
             raise
-        for f, p in zip(known, paths):
-            if ids_by_name[f.device] not in held:
+        kept_paths = {p for _, p in kept}
+        for p in paths:
+            if p not in kept_paths:
                 self.store.delete(p)
-        self.counters["dropped:lease_lost"] += len(known) - len(kept)
+        self.counters["dropped:lease_lost"] += len(known) - len(ours)
+        self.counters["dropped:older_than_stored"] += older
+        self.counters["dropped:unchanged_at_store"] += unchanged
         self.counters["stored"] += len(ids)
         return list(zip(ids, (f for f, _ in kept)))
 
