@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# The XLA flag every test process runs under (tests/conftest.py says why).
-OPT_LEVEL = "--xla_backend_optimization_level=0"
+# The XLA flags every test process runs under (tests/conftest.py says why): compiled
+# fast, not run fast.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
 def load_config(arg=None, name="digits_lt"):

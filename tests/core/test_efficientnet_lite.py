@@ -498,12 +498,18 @@ def test_recompute_gives_the_same_outputs_and_gradients(tiny):
     assert jax.tree.structure(shapes(recompute, 32)) == jax.tree.structure(variables)
     g_naive, (logits_naive, stats_naive) = train_grads_of("naive", 2)
     g_remat, (logits_remat, stats_remat) = train_grads_of("recompute", 2)
-    np.testing.assert_allclose(logits_remat, logits_naive, rtol=1e-5, atol=1e-5)
+    # The two programs sum in different orders (the tests' XLA flags, conftest.py,
+    # compile reductions with XLA's loop emitters), and this randomly initialised
+    # network, batch-normalised over 4 images, amplifies that rounding: measured
+    # 2026-12-01, logits 3.2e-4 apart, gradients 6.6e-4 of their largest magnitude
+    # (1345), statistics 1.3e-5. A recomputation that differed (another policy's
+    # statistics, a missing residual) would be off by order one.
+    np.testing.assert_allclose(logits_remat, logits_naive, rtol=1e-3, atol=2e-3)
     scale = max(float(np.abs(g).max()) for g in flat(g_naive).values())
     for (k, a), b in zip(flat(g_naive).items(), flat(g_remat).values()):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale, err_msg=k)
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=3e-3 * scale, err_msg=k)
     for (k, a), b in zip(flat(stats_naive).items(), flat(stats_remat).values()):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4, err_msg=k)
 
 
 def test_features_are_the_classifier_input_and_bf16_keeps_fp32_params(tiny):

@@ -40,7 +40,7 @@ import pytest
 from tlc_jax import distributed
 from tlc_jax.sampling import QuotaSampler
 
-from helpers import OPT_LEVEL, ROOT
+from helpers import TEST_XLA_FLAGS, ROOT
 
 ARGS = [f"--config={ROOT / 'configs' / 'digits_lt.py'}", "--config.data.image_size=0",
         "--config.model.depth=10", "--config.model.growth_rate=4",
@@ -58,7 +58,7 @@ _CLEAN = {k: v for k, v in os.environ.items()
 
 def env(devices: int, **extra) -> dict:
     return {**_CLEAN, "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable,
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {OPT_LEVEL}",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}",
             **extra}
 
 

@@ -15,7 +15,7 @@ from tlc_jax.data.prepare import SPLIT_FILE
 from tlc_jax.models import create_model, init_variables
 from tlc_jax.pretrained import transfer_from_run
 
-from helpers import OPT_LEVEL, ROOT, load_config, tiny_config
+from helpers import TEST_XLA_FLAGS, ROOT, load_config, tiny_config
 
 
 WITH_WARMUP = {"warmup.enabled": True, "warmup.epochs": 1, "warmup.batch_size": 32}
@@ -372,7 +372,7 @@ def test_quotas_can_follow_the_contrast_set_every_k_steps(tmp_path):
 
 def test_command_line_with_overrides_on_eight_simulated_devices(tmp_path):
     """`python -m tlc_jax.main` as a user runs it, sharded over 8 CPU devices."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {OPT_LEVEL}",
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
                JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "tlc_jax.main", "--config=configs/digits_lt.py:epochs=2",
            "--config.data.image_size=0", "--config.model.depth=10",
@@ -433,7 +433,7 @@ print("same")
 
 def test_batchnorm_statistics_are_over_the_global_batch_on_eight_devices():
     """A step on a batch split over 8 devices equals the step on one device."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {OPT_LEVEL}",
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
                JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SHARDED_STEP], cwd=ROOT, env=env,
                          capture_output=True, text=True)

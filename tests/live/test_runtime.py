@@ -151,8 +151,8 @@ def test_a_device_restarted_by_the_lister_polls_afresh_from_its_initial_hash():
         assert runtime.status["cam"] is not status
         initial["cam"] = frame("cam", 0).sha256  # Same picture as the stored one.
         restart.add("cam")
-        await until(lambda: not restart and runtime.status["cam"].last_hash
-                    == initial["cam"])
+        await until(lambda: not restart and "cam" in runtime.status  # Task started.
+                    and runtime.status["cam"].last_hash == initial["cam"])
         unchanged = runtime.counters["unchanged"]
         await until(lambda: runtime.counters["unchanged"] >= unchanged + 3)
         stop.set()
