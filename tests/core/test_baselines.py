@@ -177,8 +177,8 @@ def test_posthoc_corrections_are_what_the_test_metrics_use(baseline_run):
     trainer, report, _ = baseline_run
     variables = trainer.finals["crt"]
     images = trainer.data.test.images
-    _, features = trainer.model.apply(variables, (images / 255.0 - 0.5) / 0.25,
-                                      return_features=True)
+    _, features = jax.jit(lambda v, x: trainer.model.apply(v, x, return_features=True))(
+        variables, (images / 255.0 - 0.5) / 0.25)
     head = variables["params"]["classifier"]
     kernel = np.asarray(head["kernel"], np.float64)
     kernel = kernel / np.linalg.norm(kernel, axis=0, keepdims=True)  # tau = 1
@@ -240,11 +240,11 @@ def test_tau_is_chosen_on_the_contrast_set_by_balanced_accuracy(baseline_run, tm
         config.eval.tau_candidates = candidates
     head = variables["params"]["classifier"]
     kernel = np.asarray(head["kernel"], np.float64)
+    apply = jax.jit(lambda v, x: trainer.model.apply(v, x, return_features=True))
 
     def predictions(split, tau):
         images = getattr(trainer.data, split).images
-        _, features = trainer.model.apply(variables, (images / 255.0 - 0.5) / 0.25,
-                                          return_features=True)
+        _, features = apply(variables, (images / 255.0 - 0.5) / 0.25)
         k = kernel / np.linalg.norm(kernel, axis=0, keepdims=True) ** tau
         return (np.asarray(features, np.float64) @ k + np.asarray(head["bias"])).argmax(-1)
 
@@ -311,6 +311,6 @@ def test_ldam_trains_a_cosine_head(tmp_path):
     run = load_run(tmp_path / "run")
     assert run.spec.kwargs["head"] == "cosine"
     images = trainer.data.test.images[:16]
-    want = trainer.model.apply(trainer.finals["crt"], (images / 255.0 - 0.5) / 0.25)
-    got = run.model.apply(run.variables, (images / 255.0 - 0.5) / 0.25)
+    want = jax.jit(trainer.model.apply)(trainer.finals["crt"], (images / 255.0 - 0.5) / 0.25)
+    got = jax.jit(run.model.apply)(run.variables, (images / 255.0 - 0.5) / 0.25)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

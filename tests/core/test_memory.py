@@ -209,7 +209,7 @@ def test_a_dense_layer_does_not_store_its_concatenated_input():
 
     layer = DenseLayer(growth_rate=4, bn_size=2, train=True, dtype=jnp.float32)
     inputs = [jnp.ones((2, 4, 4, 6)), jnp.ones((2, 4, 4, 4)), jnp.ones((2, 4, 4, 4))]
-    variables = layer.init(jax.random.key(0), inputs)
+    variables = jax.jit(layer.init)(jax.random.key(0), inputs)
 
     def loss(params, inputs):
         out, _ = layer.apply({**variables, "params": params}, inputs,
@@ -243,7 +243,7 @@ def test_fused_bn_relu_backward_against_finite_differences():
         return (y * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape)).sum() + mean.sum() \
             + (var * jnp.arange(4, dtype=y.dtype)).sum()
 
-    check_grads(f, (x, scale, bias), order=1, modes=["rev"], atol=2e-2, rtol=2e-2)
+    check_grads(jax.jit(f), (x, scale, bias), order=1, modes=["rev"], atol=2e-2, rtol=2e-2)
 
 
 def test_compiled_memory_and_peak_on_cpu():
@@ -277,8 +277,8 @@ def test_training_loss_is_the_train_steps_loss():
                                {"image": images, "label": labels},
                                jnp.bincount(labels, length=5).astype(jnp.float32),
                                jax.random.key(2))
-    loss = memory.training_loss(model)(variables["params"], variables["batch_stats"],
-                                       model_input(images), labels)
+    loss = jax.jit(memory.training_loss(model))(variables["params"], variables["batch_stats"],
+                                                model_input(images), labels)
     np.testing.assert_allclose(loss, metrics["loss"], rtol=1e-6)
 
 

@@ -63,22 +63,25 @@ def tiny():
 
 def test_features_are_the_classifier_input(tiny):
     model, x, variables = tiny
-    logits, features = model.apply(variables, x, return_features=True)
+    logits, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(
+        variables, x)
     assert features.shape == (4, variables["params"]["classifier"]["kernel"].shape[0])
     head = variables["params"]["classifier"]
     np.testing.assert_allclose(logits, features @ head["kernel"] + head["bias"][None, :],
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(logits, model.apply(variables, x))
+    np.testing.assert_array_equal(logits, jax.jit(model.apply)(variables, x))
 
 
 def test_train_mode_updates_batch_stats_and_eval_mode_does_not(tiny):
     model, x, variables = tiny
-    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    _, updated = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x)
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
                            variables["batch_stats"], updated["batch_stats"])
     assert all(jax.tree.leaves(changed))
     # Eval mode uses running statistics: a sample's logits do not depend on the batch.
-    np.testing.assert_allclose(model.apply(variables, x)[:1], model.apply(variables, x[:1]),
+    apply = jax.jit(model.apply)
+    np.testing.assert_allclose(apply(variables, x)[:1], apply(variables, x[:1]),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -92,9 +95,9 @@ def test_bfloat16_computes_in_bf16_with_float32_params():
     assert jax.tree.structure(variables) == jax.tree.structure(bf16_variables)
     assert {leaf.dtype for leaf in jax.tree.leaves(bf16_variables)} == {
         jnp.dtype(jnp.float32)}
-    out = bf16.apply(variables, x)
+    out = jax.jit(bf16.apply)(variables, x)
     assert out.dtype == jnp.bfloat16
-    np.testing.assert_allclose(out.astype(jnp.float32), fp32.apply(variables, x),
+    np.testing.assert_allclose(out.astype(jnp.float32), jax.jit(fp32.apply)(variables, x),
                                atol=0.1, rtol=0.05)
 
 
@@ -171,7 +174,7 @@ def test_frozen_stages_get_no_gradient_and_keep_their_statistics(frozen_stages):
                                     mutable=["batch_stats"])
         return jnp.sum(logits**2), state["batch_stats"]
 
-    grads, stats = jax.grad(loss, has_aux=True)(variables["params"])
+    grads, stats = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
     mask = frozen_mask(model, variables["params"], frozen_stages)
     for frozen, g in zip(jax.tree.leaves(mask), jax.tree.leaves(grads)):
         assert (float(jnp.abs(g).max()) == 0) == frozen
@@ -241,7 +244,8 @@ def test_cosine_head_gives_cosines_of_features_and_class_vectors(name, head_modu
     assert set(head) == {"kernel"} and head["kernel"].dtype == jnp.float32  # No bias.
     kernel = np.asarray(head["kernel"])
     assert -1 <= kernel.min() < -0.5 and 0.5 < kernel.max() <= 1  # uniform(-1, 1)
-    logits, features = model.apply(variables, x, return_features=True)
+    apply = jax.jit(lambda v, x: model.apply(v, x, return_features=True))
+    logits, features = apply(variables, x)
     assert logits.dtype == jnp.float32  # Cosines in float32 even for a bf16 model.
     np.testing.assert_allclose(logits, normed_linear_reference(features, kernel),
                                rtol=1e-5, atol=1e-6)
@@ -249,7 +253,7 @@ def test_cosine_head_gives_cosines_of_features_and_class_vectors(name, head_modu
     # Scaling a class vector or the features leaves the cosines as they are.
     scaled = {**variables, "params": {**variables["params"],
                                       head_module: {"kernel": head["kernel"] * 7.0}}}
-    np.testing.assert_allclose(model.apply(scaled, x), logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(apply(scaled, x)[0], logits, rtol=1e-5, atol=1e-6)
 
 
 def test_cosine_head_matches_torch_normed_linear():
@@ -325,9 +329,10 @@ def test_depthwise_conv_is_the_grouped_convolution(kernel, stride, shape):
     v = ours.init(jax.random.key(0), x)
     np.testing.assert_array_equal(v["params"]["kernel"],
                                   ref.init(jax.random.key(0), x)["params"]["kernel"])
-    np.testing.assert_allclose(ours.apply(v, x), ref.apply(v, x), rtol=1e-5, atol=1e-5)
-    grad = lambda m: jax.grad(lambda p, x: (m.apply({"params": p}, x) ** 2).sum(),  # noqa: E731
-                              argnums=(0, 1))(v["params"], x)
+    np.testing.assert_allclose(jax.jit(ours.apply)(v, x), jax.jit(ref.apply)(v, x),
+                               rtol=1e-5, atol=1e-5)
+    grad = lambda m: jax.jit(jax.grad(  # noqa: E731
+        lambda p, x: (m.apply({"params": p}, x) ** 2).sum(), argnums=(0, 1)))(v["params"], x)
     for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(ref))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -376,11 +381,13 @@ def test_transition_pools_before_its_convolution_with_the_same_result(shape):
             {"params": params["conv"]}, jax.nn.relu(y))
         return nn.avg_pool(y, (2, 2), strides=(2, 2))
 
-    np.testing.assert_allclose(ours(variables["params"], x),
-                               torchvision_order(variables["params"], x),
+    # Jitted: one compilation each, where op-by-op dispatch compiles every primitive.
+    np.testing.assert_allclose(jax.jit(ours)(variables["params"], x),
+                               jax.jit(torchvision_order)(variables["params"], x),
                                rtol=1e-5, atol=1e-5)
     loss = lambda f: lambda p, x: jnp.sum(jnp.sin(f(p, x)))  # noqa: E731
-    got = jax.grad(loss(ours), argnums=(0, 1))(variables["params"], x)
-    want = jax.grad(loss(torchvision_order), argnums=(0, 1))(variables["params"], x)
+    got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(variables["params"], x)
+    want = jax.jit(jax.grad(loss(torchvision_order), argnums=(0, 1)))(
+        variables["params"], x)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -313,7 +313,7 @@ def test_fresh_head_equals_model_init(tmp_path):
     variables = load_pretrained(model, path, rng=rng)
     init = jax.jit(model.init)(rng, jnp.zeros((1, 32, 32, 3)))
     assert_trees_equal(variables["params"]["fc"], init["params"]["fc"])
-    assert model.apply(variables, jnp.zeros((2, 32, 32, 3))).shape == (2, 7)
+    assert jax.jit(model.apply)(variables, jnp.zeros((2, 32, 32, 3))).shape == (2, 7)
     np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"],
                                   converted("resnet18")["params"]["conv1"]["kernel"])
 

@@ -27,7 +27,8 @@ def one_step(loss: str, augmented: bool):
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (40, 8, 8, 1)).astype(np.uint8),
              "label": (np.arange(40) % 10).astype(np.int32)}
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+    variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, 8, 8, 1)), train=False))(
+        jax.random.key(0))
     params = variables["params"]
     tx = step_lib.make_optimizer("sgd", 0.05, momentum=0.9, weight_decay=5e-4,
                                  frozen=frozen_mask(model, params, 0))
