@@ -24,8 +24,8 @@ os.environ.update({"JAX_COMPILATION_CACHE_DIR": _CACHE,
 # test_models.py and test_memory.py (two workers, quiet): 364 s at the default level,
 # 295 s at -O0, though some of them run 224 px DenseNets; at -O0 the loop emitters then
 # compile a DenseNet-BC-16 gradient in 1.0 s instead of 3.1 s and a DenseNet-121
-# forward in 2.3 s instead of 3.8 s (2026-12-01; the whole suite: 955 s -> see
-# README). Results stay within every test's tolerance; speed is measured by the
+# forward in 2.3 s instead of 3.8 s (2026-12-01; the whole suite: 15 min 55 s -> 13 min
+# 40 s, README). Results stay within every test's tolerance; speed is measured by the
 # benchmarks, never here. Inherited by the processes tests start.
 from helpers import TEST_XLA_FLAGS  # noqa: E402 - numpy only, no jax.
 

@@ -331,7 +331,9 @@ def test_frames_queued_before_a_handover_never_break_the_stored_sequence(db_url,
     holder's, one repeated its last picture. The store keeps each device's frames in
     capture order with no picture twice in a row, checked under the lease lock, and a
     device polled before and leased again restarts its polling from the stored hash."""
-    from tlc_jax.live.devices import Frame, make_frame
+    import dataclasses
+
+    from tlc_jax.live.devices import make_frame
 
     from live_helpers import FRAMES
 
@@ -344,7 +346,7 @@ def test_frames_queued_before_a_handover_never_break_the_stored_sequence(db_url,
     a, b, c = (make_frame("cam", data, 10**6) for data in FRAMES)
 
     def at(frame, t):
-        return Frame(frame.device, t, frame.data, frame.sha256, frame.width, frame.height)
+        return dataclasses.replace(frame, captured_at=t)
 
     assert list(first._list_devices()) == ["cam"]
     assert [f.sha256 for _, f in first.store_frames([at(a, 100.0)])] == [a.sha256]
