@@ -44,6 +44,21 @@ def test_quick_benchmark_prints_every_row():
         assert met in (("yes", "no") if target != "-" else ("-",)), row
 
 
+def test_cpu_speed_interleaves_the_two_sides_round_by_round():
+    """After one warm-up call each, every round calls both sides once, the order
+    alternating, and each side's seconds are its own calls'."""
+    from tlc_jax.benchmarks import cpu_speed
+
+    order = []
+    calls = {"jax": lambda: order.append("jax"), "torch": lambda: order.append("torch")}
+    times = cpu_speed.interleaved_seconds(calls, steps=3)
+    assert order == ["jax", "torch",  # Warm-up.
+                     "jax", "torch", "torch", "jax", "jax", "torch"]
+    assert [len(t) for t in times.values()] == [3, 3]
+    assert all(t >= 0 for side in times.values() for t in side)
+    assert cpu_speed.median([3.0, 1.0, 2.0]) == 2.0
+
+
 def test_cpu_speed_quick_runs_both_sides_and_reports_the_machine(tmp_path, capsys):
     """`python -m tlc_jax.benchmarks.cpu_speed --quick` (no timing is asserted)."""
     import json as json_module
@@ -56,12 +71,15 @@ def test_cpu_speed_quick_runs_both_sides_and_reports_the_machine(tmp_path, capsy
     for row in rows:
         assert row["jax_img_s"] > 0
         if "torch_img_s" in row:
+            # One round: its ratio is the ratio of the two sides' only calls.
             assert row["ratio"] == pytest.approx(row["jax_img_s"] / row["torch_img_s"])
+            assert row["ratio_low"] == row["ratio"] == row["ratio_high"]
     saved = json_module.loads((tmp_path / "speed.json").read_text())
     assert saved["rows"] == json_module.loads(json_module.dumps(rows))
     assert saved["machine"]["cores"] == os.cpu_count()
     out = capsys.readouterr().out
-    assert "| row | JAX img/s | PyTorch img/s | JAX / PyTorch |" in out
+    assert ("| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest |"
+            in out)
     assert "| eval efficientnet_lite0 32px b2 |" in out
 
 

@@ -10,9 +10,15 @@ Training rows time the trainer's own jitted step (`tlc_jax.step`, via
 momentum) against torchvision's DenseNet class with the same topology (forward, CE,
 backward, SGD with momentum; `torch_reference.step_time`). Inference rows time the
 jitted top-5 predict of `tlc_jax.inference.make_predict` (what the live analyzer runs)
-against the PyTorch model in eval mode under `torch.inference_mode`. Each figure is
-the median of `--steps` timed calls after a warm-up; images/s = batch / median. Random
-weights: speed does not depend on them. The report names the machine, its CPU, the
+against the PyTorch model in eval mode under `torch.inference_mode`.
+
+The two sides of a row are timed interleaved: after one warm-up call each, `--steps`
+rounds of one JAX call and one PyTorch call (the order alternating from round to round),
+so both sides see the same machine - a VM's host runs 1.5x faster in one hour than in
+another, and timing one side after the other let that drift into the ratio. Each
+side's figure is the median of its calls (images/s = batch / median); the ratio is the
+median over rounds of the round's own ratio, with the lowest and highest round beside
+it. Random weights: speed does not depend on them. The report names the machine, its CPU, the
 thread counts and the versions; XLA uses every core it sees, torch.get_num_threads()
 threads.
 """
@@ -69,14 +75,26 @@ def machine() -> dict[str, Any]:
             "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def median_seconds(call: Callable[[], Any], steps: int) -> float:
-    call()  # Warm-up (compilation, allocator).
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def interleaved_seconds(calls: dict[str, Callable[[], Any]],
+                        steps: int) -> dict[str, list[float]]:
+    """Seconds of each call over `steps` rounds, after one warm-up call each
+    (compilation, allocator). Every round calls each once, in the given order on even
+    rounds and reversed on odd ones, so neither side always runs right after the
+    other."""
+    for call in calls.values():
         call()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_ in range(steps):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def jax_model(model: str, o: dict):
@@ -87,7 +105,8 @@ def jax_model(model: str, o: dict):
                         **extra)
 
 
-def jax_eval(model: str, o: dict, steps: int) -> float:
+def jax_eval(model: str, o: dict) -> Callable[[], Any]:
+    """One call of the analyzer's jitted top-5 predict on a fixed uint8 batch."""
     import jax
     import numpy as np
 
@@ -99,7 +118,7 @@ def jax_eval(model: str, o: dict, steps: int) -> float:
     variables = init_variables(net, jax.random.key(0), (1, *shape[1:]))
     images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     predict = make_predict(net, top_k=min(5, o["classes"]))
-    return median_seconds(lambda: jax.block_until_ready(predict(variables, images)), steps)
+    return lambda: jax.block_until_ready(predict(variables, images))
 
 
 def torch_model(model: str, o: dict):
@@ -118,7 +137,8 @@ def torch_model(model: str, o: dict):
     return torch_reference.imagenet_densenet(model, o["classes"]).to(torch.float32)
 
 
-def torch_eval(model: str, o: dict, steps: int) -> float:
+def torch_eval(model: str, o: dict) -> Callable[[], Any]:
+    """One eval-mode top-5 prediction of the PyTorch model under inference_mode."""
     import torch
 
     net = torch_model(model, o).eval()
@@ -128,31 +148,36 @@ def torch_eval(model: str, o: dict, steps: int) -> float:
         with torch.inference_mode():
             return torch.topk(torch.softmax(net(x), -1), min(5, o["classes"]))
 
-    return median_seconds(call, steps)
+    return call
 
 
 def measure(kind: str, model: str, o: dict, steps: int, torch_ok: bool) -> dict:
+    """One row: both sides' calls built, then timed interleaved."""
     from tlc_jax.benchmarks import jax_measure, torch_reference
 
-    row: dict[str, Any] = {}
+    calls: dict[str, Callable[[], Any]] = {}
     if kind == "train":
-        net = jax_model(model, o)
-        row["jax_s"] = jax_measure.jax_train_step(
-            net, o["batch"], o["size"], o["classes"], steps=steps, flops=False,
-            channels=o["channels"])["step_s"]
+        calls["jax"] = jax_measure.train_step_call(
+            jax_model(model, o), o["batch"], o["size"], o["classes"],
+            channels=o["channels"])[0]
         if torch_ok:
-            row["torch_s"] = torch_reference.step_time(
-                torch_model(model, o), o["batch"], o["size"], o["classes"], steps=steps,
+            calls["torch"] = torch_reference.train_step_call(
+                torch_model(model, o), o["batch"], o["size"], o["classes"],
                 in_channels=o["channels"])
     else:
-        row["jax_s"] = jax_eval(model, o, steps)
+        calls["jax"] = jax_eval(model, o)
         if torch_ok:
-            row["torch_s"] = torch_eval(model, o, steps)
-    for side in ("jax", "torch"):
-        if f"{side}_s" in row:
-            row[f"{side}_img_s"] = o["batch"] / row[f"{side}_s"]
-    if "torch_img_s" in row:
-        row["ratio"] = row["jax_img_s"] / row["torch_img_s"]
+            calls["torch"] = torch_eval(model, o)
+    times = interleaved_seconds(calls, steps)
+    row: dict[str, Any] = {}
+    for side, seconds in times.items():
+        row[f"{side}_s"] = median(seconds)
+        row[f"{side}_img_s"] = o["batch"] / row[f"{side}_s"]
+    if "torch" in times:
+        # JAX / PyTorch images/s within each round = PyTorch seconds / JAX seconds.
+        rounds = [t / j for j, t in zip(times["jax"], times["torch"])]
+        row["ratio"] = median(rounds)
+        row["ratio_low"], row["ratio_high"] = min(rounds), max(rounds)
     return row
 
 
@@ -161,19 +186,23 @@ def markdown(info: dict, rows: list[dict]) -> str:
              f"{info['machine']['cores']} cores; {info['versions']}; torch threads "
              f"{info.get('torch_threads', '-')}; XLA_FLAGS "
              f"{info['machine'].get('xla_flags') or '(none)'}):", "",
-             "| row | JAX img/s | PyTorch img/s | JAX / PyTorch |", "|---|---:|---:|---:|"]
+             "| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest |",
+             "|---|---:|---:|---:|---:|"]
     for r in rows:
         fmt = lambda k: f"{r[k]:.1f}" if k in r else "-"  # noqa: E731
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        spread = (f"{r['ratio_low']:.2f} - {r['ratio_high']:.2f}" if "ratio" in r
+                  else "-")
         lines.append(f"| {r['name']} | {fmt('jax_img_s')} | {fmt('torch_img_s')} | "
-                     f"{ratio} |")
+                     f"{ratio} | {spread} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Tiny shapes, 2 steps.")
-    parser.add_argument("--steps", type=int, default=None, help="Timed calls per row.")
+    parser.add_argument("--steps", type=int, default=None, help="Timed rounds per row (one call of each side a round; "
+                             "default 7, --quick 2).")
     parser.add_argument("--only", default="", help="Regex on the row names.")
     parser.add_argument("--no-torch", action="store_true", help="JAX rows only.")
     parser.add_argument("--out", default="", help="Also write the rows as JSON here.")
@@ -189,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     if torch_ok:
         import torch
         info["torch_threads"] = torch.get_num_threads()
-    steps = args.steps or (2 if args.quick else 5)
+    steps = args.steps or (2 if args.quick else 7)
     rows = []
     for name, kind, model, o in QUICK if args.quick else FULL:
         if args.only and not re.search(args.only, name):

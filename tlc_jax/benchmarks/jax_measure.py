@@ -7,7 +7,8 @@ measured on them.
   (`tlc_jax.memory.saved_residuals`), with the parameter, BatchNorm-state and batch
   bytes; `total_estimate` adds them up to a training-state estimate.
 - `jax_train_step`: median seconds of the trainer's own jitted train step
-  (`tlc_jax.step`), so the speed rows time what trains.
+  (`tlc_jax.step`), so the speed rows time what trains; `train_step_call`: one call
+  of that step, for timings interleaved with another framework's.
 
 JAX is imported inside the functions, so a process that measures only PyTorch
 (`tlc_jax.benchmarks.isolated`) never starts it.
@@ -86,16 +87,32 @@ def compiled_train_step(net, batch: int, size: int, classes: int, *,
     return compiled, time.perf_counter() - start, state, data, quotas, key_step
 
 
+def train_step_call(net, batch: int, size: int, classes: int, *, channels: int = 3):
+    """One call of the trainer's compiled train step on `net` (`compiled_train_step`),
+    ended by `block_until_ready`, as a function of no arguments that carries the
+    training state from call to call (the state is donated, as in training). Returns
+    (call, compiled, compile_s)."""
+    import jax
+
+    compiled, compile_s, state, data, quotas, key_step = compiled_train_step(
+        net, batch, size, classes, channels=channels)
+    carried = [state]
+
+    def call():
+        carried[0], metrics = compiled(carried[0], data, quotas, key_step)
+        jax.block_until_ready((carried[0], metrics))
+
+    return call, compiled, compile_s
+
+
 def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
                    flops: bool = True, channels: int = 3) -> dict[str, float]:
     """Times the trainer's train step (`compiled_train_step`) on `net`. Returns
     compile_s, step_s (the median of `steps` timed steps after one warm-up, each ended
     by `block_until_ready`) and, where XLA's cost analysis reports it, flops_per_step.
     """
-    import jax
-
-    compiled, compile_s, state, data, quotas, key_step = compiled_train_step(
-        net, batch, size, classes, channels=channels)
+    call, compiled, compile_s = train_step_call(net, batch, size, classes,
+                                                channels=channels)
     out: dict[str, Any] = {"compile_s": compile_s}
     if flops:
         cost = compiled.cost_analysis()
@@ -103,13 +120,11 @@ def jax_train_step(net, batch: int, size: int, classes: int, *, steps: int,
             cost = cost[0] if cost else {}
         if cost and cost.get("flops"):
             out["flops_per_step"] = float(cost["flops"])
-    state, metrics = compiled(state, data, quotas, key_step)  # Warm-up.
-    jax.block_until_ready(metrics)
+    call()  # Warm-up.
     times = []
     for _ in range(steps):
         start = time.perf_counter()
-        state, metrics = compiled(state, data, quotas, key_step)
-        jax.block_until_ready((state, metrics))
+        call()
         times.append(time.perf_counter() - start)
     times.sort()
     out["step_s"] = times[len(times) // 2]

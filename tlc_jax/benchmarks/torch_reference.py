@@ -138,10 +138,12 @@ def cuda_peak_bytes(net, batch_size: int, image_size: int, num_classes: int) -> 
     return int(torch.cuda.max_memory_allocated())
 
 
-def step_time(net, batch_size: int, image_size: int, num_classes: int, *, steps: int,
-              warmup: int = 1, device: str = "cpu", amp_bf16: bool = False,
-              channels_last: bool = False, in_channels: int = 3) -> float:
-    """Median seconds per training step (forward, backward, SGD with momentum)."""
+def train_step_call(net, batch_size: int, image_size: int, num_classes: int, *,
+                    device: str = "cpu", amp_bf16: bool = False,
+                    channels_last: bool = False, in_channels: int = 3):
+    """One training step (forward, cross-entropy, backward, SGD with momentum) of `net`
+    on a fixed random batch, as a function of no arguments that returns once the step
+    is done (synchronised on CUDA)."""
     import torch
     net = net.to(device).train()
     if channels_last:
@@ -161,6 +163,16 @@ def step_time(net, batch_size: int, image_size: int, num_classes: int, *, steps:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    return step
+
+
+def step_time(net, batch_size: int, image_size: int, num_classes: int, *, steps: int,
+              warmup: int = 1, device: str = "cpu", amp_bf16: bool = False,
+              channels_last: bool = False, in_channels: int = 3) -> float:
+    """Median seconds per training step (`train_step_call`) after `warmup` steps."""
+    step = train_step_call(net, batch_size, image_size, num_classes, device=device,
+                           amp_bf16=amp_bf16, channels_last=channels_last,
+                           in_channels=in_channels)
     for _ in range(warmup):
         step()
     times = []
