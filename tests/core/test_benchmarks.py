@@ -45,15 +45,16 @@ def test_quick_benchmark_prints_every_row():
 
 
 def test_cpu_speed_interleaves_the_two_sides_round_by_round():
-    """After one warm-up call each, every round calls both sides once, the order
-    alternating, and each side's seconds are its own calls'."""
+    """Every round calls each side twice in a row (an untimed call, then a timed one),
+    the order of the sides alternating, and each side's seconds are its own calls'."""
     from tlc_jax.benchmarks import cpu_speed
 
     order = []
     calls = {"jax": lambda: order.append("jax"), "torch": lambda: order.append("torch")}
     times = cpu_speed.interleaved_seconds(calls, steps=3)
-    assert order == ["jax", "torch",  # Warm-up.
-                     "jax", "torch", "torch", "jax", "jax", "torch"]
+    assert order == ["jax", "jax", "torch", "torch",
+                     "torch", "torch", "jax", "jax",
+                     "jax", "jax", "torch", "torch"]
     assert [len(t) for t in times.values()] == [3, 3]
     assert all(t >= 0 for side in times.values() for t in side)
     assert cpu_speed.median([3.0, 1.0, 2.0]) == 2.0
