@@ -25,6 +25,10 @@ when a process dies, the others end within --heartbeat_timeout seconds. See
 docs/MULTIHOST.md.
 """
 
+if __name__ == "__main__":  # First of all: restart with tcmalloc (tlc_jax/allocator.py).
+    from tlc_jax import allocator
+    allocator.use_tcmalloc()
+
 import logging as std_logging
 import os
 import re

@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import Any
 
-from tlc_jax import xla_cpu
+from tlc_jax import allocator, xla_cpu
 from tlc_jax.benchmarks.cpu_speed import FULL, QUICK, jax_model, machine, torch_model
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S+\s+([\w\-]+)\(")
@@ -337,5 +337,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
+    allocator.use_tcmalloc()  # Restarts with tcmalloc where installed, as tlc_jax.main.
     xla_cpu.configure()  # Before any computation: XLA reads its flags once.
     main()

@@ -34,7 +34,7 @@ import re
 import time
 from typing import Any, Callable
 
-from tlc_jax import xla_cpu
+from tlc_jax import allocator, xla_cpu
 
 # (name, kind, model, options): the full-size rows.
 FULL = (
@@ -72,8 +72,10 @@ def machine() -> dict[str, Any]:
         avx512 = "avx512f" in xla_cpu.cpu_flags(info)
         cpu += (f" (family {field('cpu family')} model {field('model')}, "
                 f"{'AVX-512' if avx512 else 'no AVX-512'})")
+    malloc = ("tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+              else "glibc malloc")
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "malloc": malloc}
 
 
 def median(values: list[float]) -> float:
@@ -187,7 +189,8 @@ def measure(kind: str, model: str, o: dict, steps: int, torch_ok: bool) -> dict:
 
 def markdown(info: dict, rows: list[dict]) -> str:
     lines = [f"CPU speed, JAX against PyTorch ({info['date']}; {info['machine']['cpu']}, "
-             f"{info['machine']['cores']} cores; {info['versions']}; torch threads "
+             f"{info['machine']['cores']} cores; {info['versions']}; "
+             f"{info['machine']['malloc']} (both sides); torch threads "
              f"{info.get('torch_threads', '-')}; XLA_FLAGS "
              f"{info['machine'].get('xla_flags') or '(none)'}):", "",
              "| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest |",
@@ -239,5 +242,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    allocator.use_tcmalloc()  # Restarts with tcmalloc where installed, as tlc_jax.main.
     xla_cpu.configure()  # Before any computation: XLA reads its flags once.
     main()
