@@ -88,7 +88,11 @@ def test_quick_profile_accounts_for_the_step(capsys):
                    "1x1 conv (matmul) forward", "BN + ReLU backward"):
         assert jx["cpu_ms"].get(needed, 0) > 0, needed
     model = sum(ms for cat, ms in jx["cpu_ms"].items() if not cat.startswith("other"))
-    assert model > 0.9 * cpu_ms  # Almost nothing unclassified.
+    # Almost nothing unclassified: 98% of the CPU time quiet, 89% once on a loaded
+    # machine (a preempted instruction's event stretches to cover the wait, whatever
+    # its category), so the bound leaves room for that and still fails if the
+    # categories stopped matching the compiled module.
+    assert model > 0.75 * cpu_ms
     out = capsys.readouterr().out
     # Wall time per category: at most its CPU time; independent instructions may run
     # side by side (the thunk executor), but no more of them than there are cores.
