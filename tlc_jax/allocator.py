@@ -79,8 +79,9 @@ def use_tcmalloc() -> None:
     environ = dict(os.environ)
     new = preload_environment(environ)
     if new is None:
-        if (sys.platform.startswith("linux") and tcmalloc_path(environ) is None
-                and environ.get(SWITCH, "").strip().lower() not in OFF):
+        switched_off = environ.get(SWITCH, "").strip().lower() in OFF
+        if sys.platform.startswith("linux") and not switched_off and (
+                tcmalloc_path(environ) is None):
             print(HINT, file=sys.stderr, flush=True)
         return
     argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]

@@ -6,9 +6,9 @@ three configurations issue 16 names and inference of the live analyzer's network
     python -m tlc_jax.benchmarks.cpu_speed --only=eval    # rows whose name matches
 
 Training rows time the trainer's own jitted step (`tlc_jax.step`, via
-`jax_measure.jax_train_step`: uint8 in, normalisation, train-mode forward, CE, SGD with
+`jax_measure.train_step_call`: uint8 in, normalisation, train-mode forward, CE, SGD with
 momentum) against torchvision's DenseNet class with the same topology (forward, CE,
-backward, SGD with momentum; `torch_reference.step_time`). Inference rows time the
+backward, SGD with momentum; `torch_reference.train_step_call`). Inference rows time the
 jitted top-5 predict of `tlc_jax.inference.make_predict` (what the live analyzer runs)
 against the PyTorch model in eval mode under `torch.inference_mode`.
 
@@ -19,8 +19,9 @@ round, so both sides see the same machine - a VM's host runs 1.5x faster in one 
 than in another, and timing one side after the other let that drift into the ratio.
 Each side's figure is the median of its timed calls (images/s = batch / median); the
 ratio is the median over rounds of the round's own ratio, with the lowest and highest
-round beside it. Random weights: speed does not depend on them. The report names the machine, its CPU, the
-thread counts and the versions; XLA uses every core it sees, torch.get_num_threads()
+round beside it. Random weights: speed does not depend on them. The report names the
+machine, its CPU, the C allocator (tcmalloc where `tlc_jax.allocator` preloaded it, for
+both sides), the thread counts and the versions; XLA uses every core it sees, torch.get_num_threads()
 threads.
 """
 
