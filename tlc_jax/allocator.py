@@ -30,8 +30,9 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from tlc_jax.switches import switched_off
+
 SWITCH = "TLC_JAX_TCMALLOC"  # off / 0 / false / no: glibc's malloc; a path: that file.
-OFF = ("off", "0", "false", "no")
 # Where Debian's libtcmalloc-minimal4 (and Ubuntu's, Fedora's) put the library.
 CANDIDATES = tuple(f"/usr/lib/{arch}-linux-gnu/libtcmalloc_minimal.so.4"
                    for arch in ("x86_64", "aarch64")) + (
@@ -44,9 +45,9 @@ HINT = ("tlc-jax: tcmalloc not found; XLA:CPU runs 1.2-1.8x slower on glibc's ma
 def tcmalloc_path(environ: Mapping[str, str], candidates=CANDIDATES) -> str | None:
     """The tcmalloc library to preload: the path `environ` names, else the first
     candidate that exists; None when switched off or not found."""
-    choice = environ.get(SWITCH, "").strip()
-    if choice.lower() in OFF:
+    if switched_off(environ, SWITCH):
         return None
+    choice = environ.get(SWITCH, "").strip()
     for path in ((choice,) if choice and choice.lower() != "on" else candidates):
         if Path(path).is_file():
             return path
@@ -79,8 +80,7 @@ def use_tcmalloc() -> None:
     environ = dict(os.environ)
     new = preload_environment(environ)
     if new is None:
-        switched_off = environ.get(SWITCH, "").strip().lower() in OFF
-        if sys.platform.startswith("linux") and not switched_off and (
+        if sys.platform.startswith("linux") and not switched_off(environ, SWITCH) and (
                 tcmalloc_path(environ) is None):
             print(HINT, file=sys.stderr, flush=True)
         return

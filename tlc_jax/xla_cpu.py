@@ -27,6 +27,8 @@ import os
 from pathlib import Path
 from typing import MutableMapping
 
+from tlc_jax.switches import switched_off
+
 SWITCH = "TLC_JAX_CPU_TUNING"  # off / 0 / false / no: leave XLA_FLAGS alone.
 NO_YNN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 CPUINFO = Path("/proc/cpuinfo")
@@ -64,7 +66,7 @@ def configure(environ: MutableMapping[str, str] | None = None,
     and this changes nothing (it then raises, so the mistake is seen)."""
     environ = os.environ if environ is None else environ
     existing = environ.get("XLA_FLAGS", "")
-    if environ.get(SWITCH, "").strip().lower() in ("off", "0", "false", "no"):
+    if switched_off(environ, SWITCH):
         return existing
     if cpuinfo is None:
         try:

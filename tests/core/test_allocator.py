@@ -24,7 +24,7 @@ def test_the_library_is_found_named_or_switched_off(tmp_path):
     assert allocator.tcmalloc_path({allocator.SWITCH: str(lib)}, ()) == str(lib)
     assert allocator.tcmalloc_path({allocator.SWITCH: missing}, (str(lib),)) is None
     assert allocator.tcmalloc_path({allocator.SWITCH: "on"}, (str(lib),)) == str(lib)
-    for off in ("off", "0", "False", "no"):
+    for off in ("off", "0", "False", "no", " OFF "):  # tlc_jax.switches.OFF
         assert allocator.tcmalloc_path({allocator.SWITCH: off}, (str(lib),)) is None
 
 

@@ -51,13 +51,35 @@ def test_cpu_speed_interleaves_the_two_sides_round_by_round():
 
     order = []
     calls = {"jax": lambda: order.append("jax"), "torch": lambda: order.append("torch")}
-    times = cpu_speed.interleaved_seconds(calls, steps=3)
+    times, faults = cpu_speed.interleaved_seconds(calls, steps=3)
     assert order == ["jax", "jax", "torch", "torch",
                      "torch", "torch", "jax", "jax",
                      "jax", "jax", "torch", "torch"]
     assert [len(t) for t in times.values()] == [3, 3]
     assert all(t >= 0 for side in times.values() for t in side)
+    assert [len(f) for f in faults.values()] == [3, 3]
     assert cpu_speed.median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_cpu_speed_counts_the_page_faults_of_each_timed_call():
+    """A call that maps 8 MiB afresh and touches every page faults at least once a page
+    (2,048 pages of 4 KiB); a call that touches nothing new faults (almost) never."""
+    import mmap
+
+    from tlc_jax.benchmarks import cpu_speed
+
+    size, page = 8 << 20, mmap.PAGESIZE
+
+    def fresh_pages():
+        with mmap.mmap(-1, size) as region:
+            for offset in range(0, size, page):
+                region[offset] = 1
+
+    kept = bytearray(size)
+    calls = {"fresh": fresh_pages, "kept": lambda: kept.__setitem__(0, 1)}
+    _, faults = cpu_speed.interleaved_seconds(calls, steps=2)
+    assert min(faults["fresh"]) >= size // page, faults
+    assert max(faults["kept"]) < 64, faults
 
 
 def test_cpu_speed_quick_runs_both_sides_and_reports_the_machine(tmp_path, capsys):
@@ -79,8 +101,9 @@ def test_cpu_speed_quick_runs_both_sides_and_reports_the_machine(tmp_path, capsy
     assert saved["rows"] == json_module.loads(json_module.dumps(rows))
     assert saved["machine"]["cores"] == os.cpu_count()
     out = capsys.readouterr().out
-    assert ("| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest |"
-            in out)
+    assert ("| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest "
+            "| page faults / call: JAX, PyTorch |" in out)
+    assert all(row["jax_faults"] >= 0 for row in rows)
     assert "| eval efficientnet_lite0 32px b2 |" in out
 
 

@@ -19,7 +19,9 @@ round, so both sides see the same machine - a VM's host runs 1.5x faster in one 
 than in another, and timing one side after the other let that drift into the ratio.
 Each side's figure is the median of its timed calls (images/s = batch / median); the
 ratio is the median over rounds of the round's own ratio, with the lowest and highest
-round beside it. Random weights: speed does not depend on them. The report names the
+round beside it. Beside the speed, each side's median minor page faults per timed
+call (`getrusage`): the cost of memory the call maps afresh, which the C allocator
+decides (docs/BENCHMARKS.md). Random weights: speed does not depend on them. The report names the
 machine, its CPU, the C allocator (tcmalloc where `tlc_jax.allocator` preloaded it, for
 both sides), the thread counts and the versions; XLA uses every core it sees, torch.get_num_threads()
 threads.
@@ -83,9 +85,18 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def interleaved_seconds(calls: dict[str, Callable[[], Any]],
-                        steps: int) -> dict[str, list[float]]:
-    """Seconds of each call over `steps` rounds. Every round runs each side twice in a
+def minor_faults() -> int:
+    """This process's minor page faults so far (all threads): each is a page the kernel
+    had to map on first touch - what a per-call mmap of temporaries costs (47,600 a
+    BC-16 training step on glibc's malloc, 18-180 with tcmalloc)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def interleaved_seconds(calls: dict[str, Callable[[], Any]], steps: int
+                        ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Seconds and minor page faults of each timed call over `steps` rounds. Every
+    round runs each side twice in a
     row, timing only the second call: the first re-warms what the other side's turn
     let go cold (a JAX training step right after a pause of a second or more, or after
     a PyTorch step, took 4.3-6.0 s against 3.0 s back to back on DenseNet-BC-100; the
@@ -93,14 +104,16 @@ def interleaved_seconds(calls: dict[str, Callable[[], Any]],
     to round, so neither always runs right after the other; the first round's untimed
     calls also compile."""
     times: dict[str, list[float]] = {name: [] for name in calls}
+    faults: dict[str, list[int]] = {name: [] for name in calls}
     names = list(calls)
     for round_ in range(steps):
         for name in names if round_ % 2 == 0 else names[::-1]:
             calls[name]()
-            start = time.perf_counter()
+            faults_before, start = minor_faults(), time.perf_counter()
             calls[name]()
             times[name].append(time.perf_counter() - start)
-    return times
+            faults[name].append(minor_faults() - faults_before)
+    return times, faults
 
 
 def jax_model(model: str, o: dict):
@@ -174,10 +187,11 @@ def measure(kind: str, model: str, o: dict, steps: int, torch_ok: bool) -> dict:
         calls["jax"] = jax_eval(model, o)
         if torch_ok:
             calls["torch"] = torch_eval(model, o)
-    times = interleaved_seconds(calls, steps)
+    times, faults = interleaved_seconds(calls, steps)
     row: dict[str, Any] = {}
     for side, seconds in times.items():
         row[f"{side}_times"] = seconds  # Each round's call, in round order.
+        row[f"{side}_faults"] = median(faults[side])  # Minor page faults per call.
         row[f"{side}_s"] = median(seconds)
         row[f"{side}_img_s"] = o["batch"] / row[f"{side}_s"]
     if "torch" in times:
@@ -194,15 +208,17 @@ def markdown(info: dict, rows: list[dict]) -> str:
              f"{info['machine']['malloc']} (both sides); torch threads "
              f"{info.get('torch_threads', '-')}; XLA_FLAGS "
              f"{info['machine'].get('xla_flags') or '(none)'}):", "",
-             "| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest |",
-             "|---|---:|---:|---:|---:|"]
+             "| row | JAX img/s | PyTorch img/s | JAX / PyTorch | rounds: lowest - highest "
+             "| page faults / call: JAX, PyTorch |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         fmt = lambda k: f"{r[k]:.1f}" if k in r else "-"  # noqa: E731
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         spread = (f"{r['ratio_low']:.2f} - {r['ratio_high']:.2f}" if "ratio" in r
                   else "-")
+        faults = ", ".join(f"{r[k]:,}" for k in ("jax_faults", "torch_faults") if k in r)
         lines.append(f"| {r['name']} | {fmt('jax_img_s')} | {fmt('torch_img_s')} | "
-                     f"{ratio} | {spread} |")
+                     f"{ratio} | {spread} | {faults} |")
     return "\n".join(lines)
 
 
