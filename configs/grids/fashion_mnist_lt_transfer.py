@@ -1,7 +1,7 @@
 """Fashion-MNIST-LT: does ImageNet transfer help? EfficientNet-Lite0 from ImageNet
 weights (the paper's protocol) against the same network from scratch, with TLC's active
 sampling and with class-balanced sampling (the strongest from-scratch baseline so far),
-at 32 and 64 px, ratios 100 and 10, seeds 0-2.
+at 32, 64 and 96 px, ratios 100 and 10, seeds 0-2.
 
     pip install -e ".[torch,weights]"
     python -m tlc_jax.experiments --grid=configs/grids/fashion_mnist_lt_transfer.py \
@@ -10,10 +10,11 @@ at 32 and 64 px, ratios 100 and 10, seeds 0-2.
 configs/fashion_mnist_lt_transfer.py (10 epochs in all, warm-up included); the
 from-scratch DenseNet-BC-16 rows with the same data, split and budget are the `tlc` and
 `class-balanced` rows of configs/grids/fashion_mnist_lt.py (same seeds give the same
-split). 2 methods x 2 initialisations x 2 sizes x 2 ratios x 3 seeds = 48 runs; on 2 CPU
-cores about 8 minutes each at 32 px and several times that at 64 px
-(configs/fashion_mnist_lt_transfer.py): a grid for several sessions or a GPU. Choose the
-size on the contrast set (results.md's model-selection table), not the test set.
+split). 2 methods x 2 initialisations x 3 sizes x 2 ratios x 3 seeds = 72 runs; on 2 CPU
+cores (tcmalloc preloaded, 2026-12-07) a ratio-100 run from ImageNet weights takes about
+3 minutes at 32 px and 7 at 64 px, more at 96 px and from random weights (nothing
+frozen): a grid for several sessions or a GPU. Choose the size on the contrast set
+(each run's contrast-set balanced accuracy, results.md), not the test set.
 """
 
 
@@ -25,7 +26,7 @@ def get_grid():
         "config": "configs/fashion_mnist_lt_transfer.py",
         "variants": {f"ratio={r}_size={s}_{'imagenet' if p else 'scratch'}":
                      f"ratio={r},size={s},pretrained={str(p).lower()}"
-                     for r in (100, 10) for s in (32, 64) for p in (True, False)},
+                     for r in (100, 10) for s in (32, 64, 96) for p in (True, False)},
         "methods": {
             "tlc": {},
             "class-balanced": {"sampling.composition": "class_balanced"},

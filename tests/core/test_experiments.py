@@ -412,6 +412,12 @@ def test_grid_files_of_the_project_load():
     assert (combined.composition, combined.signal, combined.f1_momentum,
             combined.mix_balanced) == ("active", "recall", 0.5, 0.5)
     assert configs["ratio=100/tlc-combined/seed0"].train.loss == "balanced_softmax"
+    transfer = load_grid(ROOT / "configs/grids/fashion_mnist_lt_transfer.py")
+    assert len(transfer.cells()) == 2 * 3 * 2 * 2 * 3  # Ratios x sizes x inits x methods x seeds.
+    big = transfer.config(next(c for c in transfer.cells()
+                               if c.id == "ratio=100_size=96_imagenet/class-balanced/seed1"))
+    assert (big.data.resize_to, big.model.pretrained, big.sampling.composition,
+            big.seed) == (96, "imagenet", "class_balanced", 1)
 
 
 def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
