@@ -398,7 +398,8 @@ def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
 
 def test_grid_files_of_the_project_load():
     for name in ("tiny", "digits_ablation", "fashion_mnist_lt", "cifar10_lt",
-                 "cifar100_lt", "fashion_mnist_lt_transfer"):
+                 "cifar100_lt", "fashion_mnist_lt_transfer",
+                 "fashion_mnist_lt_transfer_methods"):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
@@ -418,6 +419,18 @@ def test_grid_files_of_the_project_load():
                                if c.id == "ratio=100_size=96_imagenet/class-balanced/seed1"))
     assert (big.data.resize_to, big.model.pretrained, big.sampling.composition,
             big.seed) == (96, "imagenet", "class_balanced", 1)
+    # The methods grid shares its tlc / class-balanced cells (and records) with the
+    # transfer grid at 64 px: the same configs, so a run recorded by one counts for both.
+    methods = load_grid(ROOT / "configs/grids/fashion_mnist_lt_transfer_methods.py")
+    assert len(methods.cells()) == 2 * 21 * 3
+    by_id = {c.id: c for c in transfer.cells()}
+    for cell in methods.cells():
+        if cell.id.split("/")[1] in ("tlc", "class-balanced"):
+            assert (methods.config(cell).to_json()
+                    == transfer.config(by_id[cell.id]).to_json()), cell.id
+    drs = methods.config(next(c for c in methods.cells()
+                              if c.id == "ratio=10_size=64_imagenet/drs/seed0"))
+    assert (drs.sampling.defer_epochs, drs.train.epochs, drs.warmup.epochs) == (6, 8, 2)
 
 
 def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
