@@ -20,14 +20,19 @@ active sampling. pretrained=false: the same network from random weights, trained
 from-scratch DenseNet is (no warm-up, nothing frozen, SGD 0.1 cosine). Both get
 `epochs` epochs in all (warm-up included), the DenseNet-BC grid's budget.
 
-Resolution (`size`): training images/s of Lite0 on 2 shared CPU cores (batch 80,
-2026-11-30), first two stages frozen: 61 at 32 px, 20 at 64 px, 11 at 96 px with XLA's
-grouped convolution; with the depthwise convolution as shifted multiply-adds
-(`layers.DepthwiseConv`) about 600, 56 and 31 (all trainable: 174, 62, 8; DenseNet-BC-16
-at 28 px: 175-280, same load). A ratio-100 run at 32 px took 7.6 minutes there
-(2026-11-30, beside another run), so 32 px is the default; whether 64 px buys accuracy is
-measured on the contrast set (the grid configs/grids/fashion_mnist_lt_transfer.py has
-both sizes) before it is chosen.
+Resolution (`size`, default 64 px): chosen on the contrast set, with the cost beside it
+(configs/grids/fashion_mnist_lt_transfer.py, ratio 100, ImageNet weights, 2026-12-07,
+2 CPU cores, tcmalloc preloaded; docs/RESULTS.md): contrast-set balanced accuracy over
+seeds 0-2, TLC 0.886 at 32 px and 0.895 at 64 px, class-balanced sampling 0.890 and
+0.893. At 96 px seed 0 alone is run: TLC 0.904 and class-balanced 0.904 against 0.900
+and 0.890 at 64 px on the same seed - less than the contrast figure moves from seed to
+seed (0.875-0.914 at 64 px) - for 2.3-2.6x the fine-tuning time (about 90 s an epoch of
+the 13,397 training images against 40 s at 64 px and 12 s at 32 px; a ratio-100 run
+about 3, 7 and 20 minutes, the last with tests sharing the cores). So 64 px until
+seeds 1-2 at 96 px say otherwise. Earlier speeds (2026-11-30, glibc's malloc, shared
+cores, first two stages frozen): 61 / 20 / 11 images/s at 32 / 64 / 96 px with XLA's
+grouped convolution, about 600 / 56 / 31 with the depthwise convolution as shifted
+multiply-adds (`layers.DepthwiseConv`).
 Arguments: those of fashion_mnist_lt.py, plus size (px), pretrained=true|false.
 """
 
@@ -46,7 +51,7 @@ WARMUP_EPOCHS = 2
 
 def get_config(arg=None):
     a = parse_arg(arg, ratio=100.0, profile="exp", seed=0, epochs=10, loss="ce",
-                  composition="active", root=_BASE.DEBIAN_ROOT, size=32, pretrained=True)
+                  composition="active", root=_BASE.DEBIAN_ROOT, size=64, pretrained=True)
     base_args = ",".join(f"{k}={a[k]}" for k in ("ratio", "profile", "seed", "loss",
                                                  "composition", "root"))
     c = _BASE.get_config(base_args)  # Data, split, sampling and evaluation as there.

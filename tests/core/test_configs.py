@@ -152,6 +152,7 @@ def test_fashion_mnist_lt_transfer_protocol(tmp_path):
     assert (transfer.warmup.enabled, transfer.warmup.epochs + transfer.train.epochs,
             transfer.train.frozen_stages) == (True, 10, 2)
     scratch = load(ROOT / "configs/fashion_mnist_lt_transfer.py", "pretrained=false")
+    assert scratch.data.resize_to == 64  # The size chosen on the contrast set.
     assert (scratch.model.pretrained, scratch.warmup.enabled, scratch.train.epochs,
             scratch.train.frozen_stages, scratch.train.learning_rate) == (
         "", False, 10, 0, plain.train.learning_rate)
