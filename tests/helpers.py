@@ -6,6 +6,7 @@ import io
 import pickle
 import struct
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 # The XLA flags every test process runs under (tests/conftest.py says why): compiled
 # fast, not run fast.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
+def wait_for(condition, timeout: float, what: str, process=None, every: float = 0.1):
+    """Polls `condition()` until it returns something true and returns that; fails
+    after `timeout` seconds, or at once if `process` (a Popen) has ended. Tests wait for
+    conditions with deadlines like this, never on fixed sleeps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process ended (status {process.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
 
 
 def load_config(arg=None, name="digits_lt"):

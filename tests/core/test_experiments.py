@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ml_collections
@@ -32,7 +31,7 @@ from tlc_jax.experiments.runner import source_finished
 from tlc_jax.experiments.runs import (CONFLICT, FINISHED, MISSING, record_path,
                                       run_state, write_record)
 
-from helpers import ROOT
+from helpers import ROOT, wait_for
 
 TINY = "configs/grids/tiny.py"
 DIGITS = str(ROOT / "configs" / "digits_lt.py")
@@ -52,16 +51,6 @@ def run_grid(workdir, *extra, grid=TINY, timeout=240):
     return subprocess.run(command(workdir, *extra, grid=grid), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
-
-def wait_for(condition, timeout: float, what: str):
-    """Polls `condition` until it is true; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def processes_using(path: Path) -> list[str]:

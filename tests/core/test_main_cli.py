@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tlc_jax.config import base_config
 
-from helpers import ROOT
+from helpers import ROOT, wait_for
 
 DIGITS = str(ROOT / "configs" / "digits_lt.py")
 TINY = ["--config.data.image_size=0", "--config.model.depth=10",
@@ -75,14 +74,6 @@ def test_help_exits_0_and_lists_every_config_field():
     assert "--config.data.download=false" in out.stdout
     assert "--workdir" in out.stdout and "--reevaluate" in out.stdout
 
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_ctrl_c_resume_and_a_finished_run_printed_not_recomputed(tmp_path):

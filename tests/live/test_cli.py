@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from tlc_jax.live import db as DB
 from tlc_jax.live.cli import main
 
+from helpers import wait_for
+
 CSV = ("name,kind,url,latitude,longitude,city,country,password,username\n"
        "north,http_snapshot,http://10.0.0.1/a.jpg,40.43,-86.92,Lafayette,US,pw1,admin\n"
        "bad-lat,http_snapshot,http://10.0.0.2/a.jpg,123,-86.9,Lafayette,US,,\n"
@@ -70,19 +72,6 @@ def test_clear_errors(tmp_path, capsys):
 
 DEADLINE_S = 300.0  # Generous: start-up compiles the model; the machine may be busy.
 
-
-def wait_for(condition, timeout_s, what, process=None):
-    """Polls condition() every 0.2 s until it holds; fails after timeout_s, or at once
-    if `process` has ended."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process ended (status {process.returncode})")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.2)
 
 
 def table_count(workdir, table):

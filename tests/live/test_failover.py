@@ -19,6 +19,8 @@ from tlc_jax.live.service import LiveService, ServiceConfig
 from tlc_jax.live.simulate import CameraServer
 from tlc_jax.live.store import FrameStore
 
+from helpers import wait_for
+
 LEASE_S = 3.0
 CHANGE_S = 0.5
 
@@ -36,13 +38,13 @@ def owners(database):
                                               DB.DeviceLeaseRow.owner)).all())
 
 
-def wait_for(condition, timeout_s, what):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"Timed out waiting for {what}.")
+
+def after_take_over(frames, since):
+    """`frames` once each of the nine devices has stored two frames after `since`."""
+    if len(frames) == 9 and all(sum(t > since for t, _ in seq) >= 2
+                                for seq in frames.values()):
+        return frames
+    return None
 
 
 def frames_by_device(database):
@@ -74,7 +76,8 @@ def test_a_killed_runtime_process_hands_its_devices_over(db_url, tmp_path, camer
         held = owners(database)
         lost = {d for d, o in held.items() if f":{victim.pid}:" in o}
         assert len(lost) == 3
-        time.sleep(2 * CHANGE_S)  # Some frames before the kill.
+        wait_for(lambda: all(len(frames_by_device(database).get(d, ())) >= 2 for d in lost),
+                 60, "two frames from each of the victim's devices before the kill")
         victim.send_signal(signal.SIGKILL)
         killed_at = time.time()
         victim.wait(10)
@@ -82,8 +85,9 @@ def test_a_killed_runtime_process_hands_its_devices_over(db_url, tmp_path, camer
             f":{victim.pid}:" in o for o in owners(database).values()),
                  LEASE_S + 10, "the survivors taking the victim's devices over")
         taken_over_at = time.time()
-        time.sleep(3 * CHANGE_S)  # Frames after the take-over.
-        frames = frames_by_device(database)
+        since = max(taken_over_at, killed_at + LEASE_S)
+        frames = wait_for(lambda: after_take_over(frames_by_device(database), since), 60,
+                          "two frames from every device after the take-over")
     finally:
         for p in procs[1:]:
             p.send_signal(signal.SIGTERM)
