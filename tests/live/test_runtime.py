@@ -15,6 +15,15 @@ def frame(name, i):
     return D.make_frame(name, FRAMES[i % len(FRAMES)], D.DEFAULT_MAX_PIXELS)
 
 
+async def until(condition, what="the condition", timeout_s=30.0):
+    """Yields to the event loop until `condition()` holds; fails after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
 class Fake:
     """A device whose behaviour the test chooses."""
 
@@ -55,14 +64,14 @@ def test_backoff_grows_with_jitter_then_marks_failing():
     assert b.delay(4, rng) == b.delay(9, rng) == 600
 
 
-def run_runtime(devices, seconds, **kwargs):
-    """Runs a Runtime over a mutable device dict; `devices` may be changed by a hook."""
+def run_runtime(devices, done, what, **kwargs):
+    """Runs a Runtime over a device dict until `done(runtime)` holds (30 s deadline)."""
     async def main():
         queue = LatestFrameQueue(1000)
         runtime = Runtime(lambda: dict(devices), queue, refresh_s=0.05, **kwargs)
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(None, stop))
-        await asyncio.sleep(seconds)
+        await until(lambda: done(runtime), what)
         stop.set()
         await task
         return runtime, queue
@@ -74,9 +83,11 @@ def test_dead_and_slow_devices_never_delay_the_healthy_one():
     healthy, dead = Fake("healthy"), Fake("dead", "dead")
     slow, same = Fake("slow", delay=5.0), Fake("same", "unchanged")
     devices = {d.name: (d, 0.02) for d in (healthy, dead, slow, same)}
-    runtime, queue = run_runtime(devices, 0.6, timeout_s=0.1, backoff_base_s=0.01,
-                                 fail_after=3, retry_failing_s=10.0)
-    assert healthy.calls >= 10  # ~30 in 0.6 s at 0.02 s, whatever the others do.
+    runtime, queue = run_runtime(
+        devices, lambda r: healthy.calls >= 10 and len(r.failing()) == 2
+        and r.counters["unchanged"] >= 5, "ten polls, two devices failing",
+        timeout_s=0.1, backoff_base_s=0.01, fail_after=3, retry_failing_s=10.0)
+    # The healthy camera polled at its pace whatever the others do (dead, hanging).
     assert runtime.failing() == ["dead", "slow"]
     assert runtime.status["dead"].last_reason == "unreachable"
     assert runtime.status["slow"].last_reason == "timeout"
@@ -98,19 +109,18 @@ def test_devices_added_and_removed_while_running():
         runtime = Runtime(lambda: dict(devices), queue, refresh_s=0.05)
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(None, stop))
-        await asyncio.sleep(0.3)
+        await until(lambda: first.calls >= 3, "the first device polled")
         devices["second"] = (second, 0.02)  # Added.
         del devices["first"]  # Removed.
-        await asyncio.sleep(0.1)
-        calls_at_removal = first.calls
-        await asyncio.sleep(0.3)
+        await until(lambda: second.calls >= 1, "the added device polled")
+        calls_at_removal = first.calls  # A refresh (0.05 s) has seen both changes.
+        await until(lambda: second.calls >= 6, "the added device polled again")
         stop.set()
         await task
         return runtime, calls_at_removal
 
     runtime, calls_at_removal = asyncio.run(main())
     assert first.calls == calls_at_removal  # No polling after removal.
-    assert second.calls >= 5
     assert "first" not in runtime.status
 
 
@@ -119,7 +129,6 @@ def test_a_device_restarted_by_the_lister_polls_afresh_from_its_initial_hash():
     process polled it meanwhile) is listed again as if new: its polling state and hash
     start over from `initial_hash` (the hash of its newest stored frame), instead of
     comparing with the last picture this process saw before losing it."""
-    import time
 
     camera = Fake("cam", "unchanged")  # Always the same picture.
     initial = {"cam": ""}
@@ -129,12 +138,6 @@ def test_a_device_restarted_by_the_lister_polls_afresh_from_its_initial_hash():
         names = set(restart)
         restart.clear()
         return names
-
-    async def until(condition):
-        deadline = time.monotonic() + 30
-        while not condition():
-            assert time.monotonic() < deadline, "condition not reached in 30 s"
-            await asyncio.sleep(0.01)
 
     async def main():
         queue = LatestFrameQueue(100)
