@@ -388,7 +388,7 @@ def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
 def test_grid_files_of_the_project_load():
     for name in ("tiny", "digits_ablation", "fashion_mnist_lt", "cifar10_lt",
                  "cifar100_lt", "fashion_mnist_lt_transfer",
-                 "fashion_mnist_lt_transfer_methods"):
+                 "fashion_mnist_lt_transfer_methods", "fashion_mnist_lt_transfer_tuning"):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
@@ -417,6 +417,19 @@ def test_grid_files_of_the_project_load():
         if cell.id.split("/")[1] in ("tlc", "class-balanced"):
             assert (methods.config(cell).to_json()
                     == transfer.config(by_id[cell.id]).to_json()), cell.id
+    # The tuning grid changes one choice per row; its `tlc` row is the transfer grid's.
+    tuning = load_grid(ROOT / "configs/grids/fashion_mnist_lt_transfer_tuning.py")
+    tuned = {c.id.split("/")[1]: tuning.config(c) for c in tuning.cells() if c.seed == 0}
+    base = transfer.config(by_id["ratio=100_size=64_imagenet/tlc/seed0"])
+    assert tuned["tlc"].to_json() == base.to_json()
+    assert (tuned["tlc-frozen1"].train.frozen_stages, tuned["tlc-frozen0"].train.frozen_stages,
+            base.train.frozen_stages) == (1, 0, 2)
+    assert (tuned["tlc-lite1"].model.name, tuned["tlc-lite1"].model.pretrained) == (
+        "efficientnet_lite1", "imagenet")
+    assert (tuned["tlc-18epochs"].train.epochs, base.train.epochs) == (18, 8)
+    for name, c in tuned.items():  # Nothing else changes.
+        for field in ("data", "sampling", "warmup", "augment", "eval"):
+            assert c[field].to_json() == base[field].to_json(), (name, field)
     drs = methods.config(next(c for c in methods.cells()
                               if c.id == "ratio=10_size=64_imagenet/drs/seed0"))
     assert (drs.sampling.defer_epochs, drs.train.epochs, drs.warmup.epochs) == (6, 8, 2)
