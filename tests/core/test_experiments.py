@@ -427,6 +427,8 @@ def test_grid_files_of_the_project_load():
     assert (tuned["tlc-lite1"].model.name, tuned["tlc-lite1"].model.pretrained) == (
         "efficientnet_lite1", "imagenet")
     assert (tuned["tlc-18epochs"].train.epochs, base.train.epochs) == (18, 8)
+    assert (tuned["tlc-ldam"].train.loss, tuned["tlc-ldam"].model.head,
+            tuned["tlc-ldam"].sampling.composition) == ("ldam", "cosine", "active")
     for name, c in tuned.items():  # Nothing else changes.
         for field in ("data", "sampling", "warmup", "augment", "eval"):
             assert c[field].to_json() == base[field].to_json(), (name, field)
