@@ -429,6 +429,11 @@ def test_grid_files_of_the_project_load():
     assert (tuned["tlc-18epochs"].train.epochs, base.train.epochs) == (18, 8)
     assert (tuned["tlc-ldam"].train.loss, tuned["tlc-ldam"].model.head,
             tuned["tlc-ldam"].sampling.composition) == ("ldam", "cosine", "active")
+    deferred = tuned["tlc-ldam-deferred"]
+    assert (deferred.train.loss, deferred.model.head, deferred.sampling.composition,
+            deferred.sampling.defer_epochs, base.sampling.defer_epochs) == (
+        "ldam", "cosine", "active", 6, 0)
+    deferred.sampling.defer_epochs = base.sampling.defer_epochs
     for name, c in tuned.items():  # Nothing else changes.
         for field in ("data", "sampling", "warmup", "augment", "eval"):
             assert c[field].to_json() == base[field].to_json(), (name, field)
