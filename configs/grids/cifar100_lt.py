@@ -12,7 +12,7 @@ Every method gets the same network, data and epochs (tlc_jax/experiments/methods
 DRS / DRW switch on at epoch 160 of 200 and cRT re-trains the classifier for 10 epochs,
 as Cao et al. and Kang et al. do. The CIFAR archive is downloaded into $CIFAR_ROOT
 (default data/cifar) if missing (MD5-checked); the weights into the weight cache.
-2 ratios x 21 methods x 3 seeds = 126 runs, each 200+ epochs of DenseNet-121: a GPU
+2 ratios x 22 methods x 3 seeds = 132 runs, each 200+ epochs of DenseNet-121: a GPU
 grid, not yet run (no GPU run of it has been measured; docs/RESULTS.md says when).
 """
 

@@ -16,7 +16,7 @@ configs/grids/fashion_mnist_lt_transfer.py chose on the contrast set (docs/RESUL
 DRS / DRW switch at fine-tuning epoch 6 of 8 (Cao et al.: 160 of 200), cRT re-trains the
 classifier for 2 epochs. The `tlc` and `class-balanced` cells are those of the transfer
 grid at 64 px (same command, so the same records folder serves both). About 7 minutes a
-ratio-100 run on 2 CPU cores with tcmalloc (2026-12-07): 21 methods x 2 ratios x 3
+ratio-100 run on 2 CPU cores with tcmalloc (2026-12-07): 22 methods x 2 ratios x 3
 seeds is a grid for several sessions or a GPU.
 """
 

@@ -393,7 +393,7 @@ def test_grid_files_of_the_project_load():
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
     assert list(grid.variants) == ["ratio=100", "ratio=10"]
-    assert len(grid.cells()) == 2 * 21 * 3  # Ratios x methods x seeds.
+    assert len(grid.cells()) == 2 * 22 * 3  # Ratios x methods x seeds.
     configs = {c.id: grid.config(c) for c in grid.cells()}
     assert configs["ratio=10/tlc-cot/seed2"].train.loss == "cot"
     assert configs["ratio=10/tlc-cot/seed2"].data.imbalance_ratio == 10
@@ -402,6 +402,9 @@ def test_grid_files_of_the_project_load():
     assert (combined.composition, combined.signal, combined.f1_momentum,
             combined.mix_balanced) == ("active", "recall", 0.5, 0.5)
     assert configs["ratio=100/tlc-combined/seed0"].train.loss == "balanced_softmax"
+    tlc_ldam = configs["ratio=100/tlc-ldam/seed0"]
+    assert (tlc_ldam.sampling.composition, tlc_ldam.train.loss, tlc_ldam.model.head,
+            tlc_ldam.train.class_weighting) == ("active", "ldam", "cosine", "none")
     transfer = load_grid(ROOT / "configs/grids/fashion_mnist_lt_transfer.py")
     assert len(transfer.cells()) == 2 * 3 * 2 * 2 * 3  # Ratios x sizes x inits x methods x seeds.
     big = transfer.config(next(c for c in transfer.cells()
@@ -411,7 +414,7 @@ def test_grid_files_of_the_project_load():
     # The methods grid shares its tlc / class-balanced cells (and records) with the
     # transfer grid at 64 px: the same configs, so a run recorded by one counts for both.
     methods = load_grid(ROOT / "configs/grids/fashion_mnist_lt_transfer_methods.py")
-    assert len(methods.cells()) == 2 * 21 * 3
+    assert len(methods.cells()) == 2 * 22 * 3
     by_id = {c.id: c for c in transfer.cells()}
     for cell in methods.cells():
         if cell.id.split("/")[1] in ("tlc", "class-balanced"):
@@ -422,6 +425,12 @@ def test_grid_files_of_the_project_load():
     tuned = {c.id.split("/")[1]: tuning.config(c) for c in tuning.cells() if c.seed == 0}
     base = transfer.config(by_id["ratio=100_size=64_imagenet/tlc/seed0"])
     assert tuned["tlc"].to_json() == base.to_json()
+    # Its tlc-ldam row is the methods grid's (one records folder, the same configs).
+    shared = {c.id: c for c in methods.cells()}
+    for cell in tuning.cells():
+        if cell.id.split("/")[1] == "tlc-ldam":
+            assert (tuning.config(cell).to_json()
+                    == methods.config(shared[cell.id]).to_json()), cell.id
     assert (tuned["tlc-frozen1"].train.frozen_stages, tuned["tlc-frozen0"].train.frozen_stages,
             base.train.frozen_stages) == (1, 0, 2)
     assert (tuned["tlc-lite1"].model.name, tuned["tlc-lite1"].model.pretrained) == (

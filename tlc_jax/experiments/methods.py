@@ -44,6 +44,11 @@ def long_tail_methods(defer_epoch: int, crt_epochs: int) -> dict[str, dict]:
         # class prior (extra samples of a class no longer move the decision prior).
         "tlc-combined": {"sampling.signal": "recall", "sampling.f1_momentum": 0.5,
                          "sampling.mix_balanced": 0.5, "train.loss": "balanced_softmax"},
+        # Active sampling with LDAM's label-distribution-aware margins and the cosine
+        # classifier LDAM's scale assumes (Cao et al. 2019), no deferred re-weighting
+        # (the quotas already rebalance): on the pretrained Lite0 the contrast set's
+        # choice among the TLC variants (docs/RESULTS.md, transfer tuning).
+        "tlc-ldam": {"train.loss": "ldam", "model.head": "cosine"},
         # Re-sampling.
         "instance": INSTANCE,
         "class-balanced": {"sampling.composition": "class_balanced"},
