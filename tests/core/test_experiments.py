@@ -457,7 +457,7 @@ def test_cifar_grids_follow_the_paper_protocol(monkeypatch):
     monkeypatch.setenv("CIFAR_ROOT", "/somewhere/cifar")
     for name, classes in (("cifar10_lt", "cifar10"), ("cifar100_lt", "cifar100")):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
-        assert len(grid.cells()) == 2 * 21 * 3
+        assert len(grid.cells()) == 2 * 22 * 3
         configs = {c.id: grid.config(c) for c in grid.cells() if c.seed == 0}
         for run, c in configs.items():
             assert (c.data.name, c.model.name, c.model.pretrained, c.train.epochs) == (

@@ -102,18 +102,20 @@ def test_dead_and_slow_devices_never_delay_the_healthy_one():
 
 def test_devices_added_and_removed_while_running():
     first, second = Fake("first"), Fake("second")
-    devices = {"first": (first, 0.02)}
+    # The lister runs in a worker thread: the list changes in one assignment, so no
+    # refresh can see the device added but the other not yet removed.
+    listed = {"devices": {"first": (first, 0.02)}}
 
     async def main():
         queue = LatestFrameQueue(1000)
-        runtime = Runtime(lambda: dict(devices), queue, refresh_s=0.05)
+        runtime = Runtime(lambda: dict(listed["devices"]), queue, refresh_s=0.05)
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(None, stop))
         await until(lambda: first.calls >= 3, "the first device polled")
-        devices["second"] = (second, 0.02)  # Added.
-        del devices["first"]  # Removed.
-        await until(lambda: second.calls >= 1, "the added device polled")
-        calls_at_removal = first.calls  # A refresh (0.05 s) has seen both changes.
+        listed["devices"] = {"second": (second, 0.02)}  # One added, one removed.
+        await until(lambda: second.calls >= 1 and "first" not in runtime.status,
+                    "a refresh that added one device and removed the other")
+        calls_at_removal = first.calls  # Its task is cancelled: no poll can follow.
         await until(lambda: second.calls >= 6, "the added device polled again")
         stop.set()
         await task
