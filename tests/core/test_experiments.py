@@ -388,7 +388,8 @@ def test_dry_run_prints_the_selected_commands_and_writes_nothing(tmp_path):
 def test_grid_files_of_the_project_load():
     for name in ("tiny", "digits_ablation", "fashion_mnist_lt", "cifar10_lt",
                  "cifar100_lt", "fashion_mnist_lt_transfer",
-                 "fashion_mnist_lt_transfer_methods", "fashion_mnist_lt_transfer_tuning"):
+                 "fashion_mnist_lt_transfer_methods", "fashion_mnist_lt_transfer_tuning",
+                 "fashion_mnist_lt_update_period"):
         grid = load_grid(ROOT / "configs" / "grids" / f"{name}.py")
         assert grid.cells()
     grid = load_grid(ROOT / "configs/grids/fashion_mnist_lt.py")
@@ -405,6 +406,23 @@ def test_grid_files_of_the_project_load():
     tlc_ldam = configs["ratio=100/tlc-ldam/seed0"]
     assert (tlc_ldam.sampling.composition, tlc_ldam.train.loss, tlc_ldam.model.head,
             tlc_ldam.train.class_weighting) == ("active", "ldam", "cosine", "none")
+    # The update-period grid shares its tlc / tlc-combined cells (and records) with the
+    # main grid; its other rows change only the quota update period and averaging.
+    period = load_grid(ROOT / "configs/grids/fashion_mnist_lt_update_period.py")
+    rows = {c.id.split("/")[1]: period.config(c) for c in period.cells() if c.seed == 1}
+    assert len(period.cells()) == 5 * 3
+    for name in ("tlc", "tlc-combined"):
+        assert rows[name].to_json() == configs[f"ratio=100/{name}/seed1"].to_json(), name
+    expected = {"tlc-update4": ("tlc", 42, 0.0),
+                "tlc-update4-momentum": ("tlc", 42, 0.75),
+                "tlc-combined-update4": ("tlc-combined", 42, 0.5)}
+    for name, (base_name, every, momentum) in expected.items():
+        c, base = rows[name], configs[f"ratio=100/{base_name}/seed1"]
+        assert (c.sampling.update_every_steps, c.sampling.f1_momentum) == (every, momentum)
+        assert base.sampling.update_every_steps == 0
+        c.sampling.update_every_steps = 0
+        c.sampling.f1_momentum = base.sampling.f1_momentum
+        assert c.to_json() == base.to_json(), name  # Nothing else changes.
     transfer = load_grid(ROOT / "configs/grids/fashion_mnist_lt_transfer.py")
     assert len(transfer.cells()) == 2 * 3 * 2 * 2 * 3  # Ratios x sizes x inits x methods x seeds.
     big = transfer.config(next(c for c in transfer.cells()
