@@ -116,3 +116,57 @@ def test_startup_quick_compares_both_init_settings(capsys):
     assert row["default_s"] > 0 and row["init_options_s"] > 0
     assert row["max_abs_difference"] < 1e-6  # Float rounding, the same random numbers.
     assert "| densenet_bc10 8px |" in capsys.readouterr().out
+
+
+UPDATE_COST_ROWS = ("Contrast set", "Contrast evaluation", "Quota update in full",
+                    "Training step", "Steps per epoch", "Epoch of training",
+                    "One update per epoch adds", "Four updates per epoch add")
+
+
+def test_update_cost_benchmark_prints_every_row():
+    """The quota-update cost benchmark runs the trainer's own steps on the embedded
+    digits config and prints every row with a positive figure; the epoch row is steps
+    per epoch times the step row, and four updates add four times what one adds."""
+    proc = subprocess.run([sys.executable, "-m", "tlc_jax.benchmarks.update_cost",
+                           "--config=configs/digits_lt.py", "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    assert "machine: cpu " in out and "load average" in out, out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| What | Figure | Unit |", out
+    figures = {}
+    for row, name in zip(table[1:], UPDATE_COST_ROWS, strict=True):
+        what, figure, unit = (c.strip() for c in row.strip("|").split("|"))
+        assert what.startswith(name), (what, name)
+        figures[name] = float(figure.replace(",", ""))
+        assert figures[name] > 0, row
+    # The digits config: 10% of 739 long-tailed training images, batch 80.
+    assert 50 <= figures["Contrast set"] <= 100, out
+    epoch = figures["Steps per epoch"] * figures["Training step"] / 1000
+    assert abs(figures["Epoch of training"] - epoch) <= 0.05 + 0.02 * epoch, out
+    assert (abs(figures["Four updates per epoch add"]
+                - 4 * figures["One update per epoch adds"]) <= 0.2), out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick"], "--config=FILE[:ARGS] is required"),
+    (["--config=configs/digits_lt.py", "--step=3"], "unknown arguments ['--step=3']"),
+    (["--config=configs/digits_lt.py", "--rounds=0"], "must be at least 1"),
+])
+def test_update_cost_benchmark_rejects_bad_arguments(argv, message, capsys):
+    from tlc_jax.benchmarks import update_cost
+
+    with pytest.raises(SystemExit):
+        update_cost.parse(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_update_cost_benchmark_needs_active_sampling(tmp_path):
+    from tlc_jax.benchmarks import update_cost
+    from tlc_jax.experiments.grid import resolve_config
+
+    config = resolve_config(["--config=configs/digits_lt.py",
+                             "--config.sampling.composition=class_balanced"])
+    with pytest.raises(ValueError, match="makes no quota update to time"):
+        update_cost.measure(config, rounds=1, steps=1)
