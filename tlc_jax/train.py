@@ -527,10 +527,8 @@ class Trainer:
         for i in range(steps_per_epoch):
             if self.stop_due(i, log_every):  # Ctrl-C (see request_stop).
                 raise Stopped("stopped between two steps")
-            batch = next(iterator)
-            device_batch = {k: jax.make_array_from_process_local_data(
-                self.data_sharding, batch[k]) for k in ("image", "label")}
-            state, out = train_step(state, device_batch, quota_input, rng, class_weights)
+            state, out = train_step(state, self.device_batch(next(iterator)),
+                                    quota_input, rng, class_weights)
             sums = {k: sums[k] + out[k] for k in sums}
             global_step = epoch * steps_per_epoch + i + 1
             if global_step % log_every == 0:
@@ -540,6 +538,12 @@ class Trainer:
             if active and global_step % update_every == 0 and global_step < last_step:
                 quota_input = self.update_quotas(stage, state, iterator, global_step)
         return state, {k: v / steps_per_epoch for k, v in sums.items()}  # Epoch means.
+
+    def device_batch(self, batch: dict) -> dict[str, jax.Array]:
+        """This process's slice of a global batch (images, labels) as arrays sharded
+        over the mesh's "data" axis."""
+        return {k: jax.make_array_from_process_local_data(self.data_sharding, batch[k])
+                for k in ("image", "label")}
 
     @staticmethod
     def stop_due(i: int, every: int) -> bool:

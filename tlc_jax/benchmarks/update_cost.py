@@ -87,11 +87,8 @@ def measure(config, rounds: int, steps: int) -> dict:
         def train(n: int):
             nonlocal state
             for _ in range(n):
-                batch = next(iterator)
-                device_batch = {k: jax.make_array_from_process_local_data(
-                    trainer.data_sharding, batch[k]) for k in ("image", "label")}
-                state, out = train_step(state, device_batch, quota_input, rng,
-                                        class_weights)
+                state, out = train_step(state, trainer.device_batch(next(iterator)),
+                                        quota_input, rng, class_weights)
             jax.block_until_ready(out["loss"])
 
         def timed(fn) -> float:
