@@ -145,8 +145,10 @@ def test_update_cost_benchmark_prints_every_row():
     assert 50 <= figures["Contrast set"] <= 100, out
     epoch = figures["Steps per epoch"] * figures["Training step"] / 1000
     assert abs(figures["Epoch of training"] - epoch) <= 0.05 + 0.02 * epoch, out
+    # Both percentages are printed to 0.1: four times a rounded figure is off by up to
+    # 4 x 0.05, the other rounded figure by up to 0.05 more.
     assert (abs(figures["Four updates per epoch add"]
-                - 4 * figures["One update per epoch adds"]) <= 0.2), out
+                - 4 * figures["One update per epoch adds"]) <= 0.25 + 1e-9), out
 
 
 @pytest.mark.parametrize("argv, message", [
